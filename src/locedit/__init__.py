@@ -1,0 +1,6 @@
+"""locedit: localize and edit knowledge in text-to-image diffusion models, in closed form."""
+
+from locedit._version import __version__
+from locedit.models import detect_family, load_pipeline
+
+__all__ = ["__version__", "detect_family", "load_pipeline"]

@@ -1,0 +1,7 @@
+"""`python -m locedit` runs the CLI."""
+
+import sys
+
+from locedit.cli import main
+
+sys.exit(main())

@@ -1,0 +1,44 @@
+"""Shared fixtures: tiny random SD1/SD2/SDXL pipelines saved to disk and loaded back offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DATA = Path(__file__).parent / "data"
+FAMILIES = ("sd1", "sd2", "sdxl")
+
+
+@pytest.fixture(scope="session")
+def tokenizer_files(tmp_path_factory) -> Path:
+    """vocab.json + merges.txt of the real CLIP BPE tokenizer (from tests/data, open_clip's file)."""
+    from locedit.models.tiny import clip_tokenizer_files
+
+    return clip_tokenizer_files(DATA / "bpe_simple_vocab_16e6.txt.gz", tmp_path_factory.mktemp("clip_tokenizer"))
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory, tokenizer_files) -> dict[str, Path]:
+    """Saved diffusers folders of tiny random pipelines, one per family."""
+    from locedit.models.tiny import save_tiny_pipeline
+
+    root = tmp_path_factory.mktemp("tiny_models")
+    return {fam: save_tiny_pipeline(fam, tokenizer_files, root / fam) for fam in FAMILIES}
+
+
+@pytest.fixture
+def load_tiny(tiny_dirs):
+    """load_tiny(family) -> a fresh pipeline loaded through locedit.load_pipeline."""
+    from locedit import load_pipeline
+
+    return lambda family: load_pipeline(tiny_dirs[family])
+
+
+@pytest.fixture(params=FAMILIES)
+def family(request) -> str:
+    return request.param

@@ -1,0 +1,63 @@
+"""Model adapter: offline loading of SD1/SD2/SDXL folders, family detection, layer templates, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from locedit.models import (
+    ModelNotFoundError,
+    UnsupportedModelError,
+    detect_family,
+    load_pipeline,
+    text_encoders,
+)
+
+
+def test_families_detected_from_saved_folders(load_tiny, family):
+    pipe = load_tiny(family)
+    assert detect_family(pipe).name == family
+    handles = text_encoders(pipe)
+    assert len(handles) == (2 if family == "sdxl" else 1)
+    for h in handles:
+        assert isinstance(h.module("attn_out", 0), torch.nn.Linear)
+        assert h.context_length == 77
+
+
+def test_sd2_pads_differently_from_sd1(load_tiny):
+    sd1, sd2 = load_tiny("sd1"), load_tiny("sd2")
+    ids1 = text_encoders(sd1)[0].tokenize(["a cat"])[0]
+    ids2 = text_encoders(sd2)[0].tokenize(["a cat"])[0]
+    assert ids1[:4].tolist() == ids2[:4].tolist() == [49406, 320, 2368, 49407]  # real CLIP ids
+    assert ids1[-1].item() == 49407 and ids2[-1].item() == 0  # <|endoftext|> vs "!"
+
+
+def test_in_memory_pipeline_is_accepted(tokenizer_files):
+    from locedit.models.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline("sd1", tokenizer_files)
+    assert detect_family(pipe).name == "sd1"
+
+
+def test_missing_path_error(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_pipeline(tmp_path / "nope")
+
+
+def test_not_a_pipeline_folder_error(tmp_path):
+    (tmp_path / "weights.bin").write_text("x")
+    with pytest.raises(ModelNotFoundError, match="model_index.json"):
+        load_pipeline(tmp_path)
+
+
+def test_unsupported_family_error(tmp_path):
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "FluxPipeline"}))
+    with pytest.raises(UnsupportedModelError, match="FluxPipeline"):
+        load_pipeline(tmp_path)
+
+
+def test_unknown_encoder_choice(load_tiny):
+    with pytest.raises(ValueError, match="choose 1"):
+        text_encoders(load_tiny("sd1"), 2)
