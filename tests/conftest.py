@@ -28,7 +28,8 @@ def tiny_dirs(tmp_path_factory, tokenizer_files) -> dict[str, Path]:
     from locedit.models.tiny import save_tiny_pipeline
 
     root = tmp_path_factory.mktemp("tiny_models")
-    return {fam: save_tiny_pipeline(fam, tokenizer_files, root / fam) for fam in FAMILIES}
+    # Distinct seeds: the families' weights (and so their fingerprints) must differ.
+    return {fam: save_tiny_pipeline(fam, tokenizer_files, root / fam, seed=i) for i, fam in enumerate(FAMILIES)}
 
 
 @pytest.fixture

@@ -47,9 +47,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_libraries() -> None:
+    """Keep diffusers' and transformers' info/warning chatter (deprecations, optional backends) off the CLI."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    dlog.set_verbosity_error()
+    tlog.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_libraries()
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as err:

@@ -87,8 +87,8 @@ def _dtype_kwarg(dtype: torch.dtype) -> dict:
 
 
 @contextmanager
-def _loading_bars(enabled: bool):
-    """Switch diffusers' and transformers' loading progress bars on or off for one load."""
+def hf_progress_bars(enabled: bool):
+    """Switch diffusers' and transformers' own progress bars (loading, saving) on or off for a block."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
 
@@ -124,7 +124,7 @@ def load_pipeline(
     path = resolve_model_path(spec)
     torch_dtype = parse_dtype(dtype)
     target = resolve_device(device)
-    with _loading_bars(progress):
+    with hf_progress_bars(progress):
         pipe = DiffusionPipeline.from_pretrained(str(path), local_files_only=True, **_dtype_kwarg(torch_dtype))
     detect_family(pipe)
     pipe.to(target)

@@ -199,6 +199,9 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
 
 def save_tiny_pipeline(family: str, tokenizer_files: str | Path, out_dir: str | Path, **kwargs) -> Path:
     """Build a tiny pipeline and save it as a diffusers folder (safetensors)."""
+    from locedit.models.loading import hf_progress_bars
+
     pipe = build_tiny_pipeline(family, tokenizer_files, **kwargs)
-    pipe.save_pretrained(str(out_dir), safe_serialization=True)
+    with hf_progress_bars(False):
+        pipe.save_pretrained(str(out_dir), safe_serialization=True)
     return Path(out_dir)

@@ -1,0 +1,149 @@
+"""`locedit edit` (DIFF-QUICKFIX on a model) and `locedit apply` (an edit file onto a model)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from locedit.commands.common import add_model_args, load_model
+from locedit.models.loading import hf_progress_bars
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "edit",
+        help="remove or rewrite a concept with DIFF-QUICKFIX",
+        description="Map a key concept onto a value concept in the text encoder, in closed form "
+        "(e.g. --remove 'van gogh' --to painting).",
+    )
+    add_model_args(p)
+    p.add_argument("--remove", metavar="KEY", help="concept to remove/rewrite (use with --to)")
+    p.add_argument("--to", metavar="VALUE", help="concept the key is mapped onto")
+    p.add_argument("--pair", action="append", default=[], metavar="KEY=VALUE", help="a key/value pair; repeatable")
+    p.add_argument("--preserve", nargs="+", default=[], metavar="C", help="concepts that must stay as they are")
+    p.add_argument("--templates", metavar="FILE", help="caption templates, one per line, '{}' marks the concept")
+    p.add_argument("--lam", type=float, default=None, help="ridge strength λ (default 0.01)")
+    p.add_argument("--positions", choices=["last", "last+after"], default=None, help="edited token positions (default last+after)")
+    p.add_argument("--encoder", default="both", help="text encoder to edit: 1, 2 or both (SDXL); default both")
+    p.add_argument("--out", metavar="EDIT", help="write the edit file (.safetensors)")
+    p.add_argument("--lora", metavar="FILE", help="also export the edit as a LoRA file")
+    p.add_argument("--lora-format", choices=["diffusers", "kohya"], default="diffusers")
+    p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
+    p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")
+    p.set_defaults(func=run_edit)
+
+    a = sub.add_parser("apply", help="apply an edit file to a model and save the edited pipeline")
+    add_model_args(a)
+    a.add_argument("edit", metavar="EDIT", help="edit file written by `locedit edit --out`")
+    a.add_argument("--save-pipeline", metavar="DIR", required=True, help="where to save the edited pipeline")
+    a.add_argument("--force", action="store_true", help="apply even if the model's fingerprint differs")
+    a.set_defaults(func=run_apply)
+
+
+def parse_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
+    pairs = []
+    if (args.remove is None) != (args.to is None):
+        raise ValueError("--remove and --to go together: --remove 'van gogh' --to painting")
+    if args.remove is not None:
+        pairs.append((args.remove, args.to))
+    for item in args.pair:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise ValueError(f"--pair {item!r} is not KEY=VALUE, e.g. --pair 'van gogh=painting'")
+        pairs.append((key.strip(), value.strip()))
+    if not pairs:
+        raise ValueError("nothing to edit: give --remove KEY --to VALUE or --pair KEY=VALUE")
+    return pairs
+
+
+def read_templates(path: str | None) -> list[str] | None:
+    if path is None:
+        return None
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"templates file {path!r} does not exist")
+    templates = [line.strip() for line in file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+    from locedit.edit.quickfix import check_templates
+
+    return list(check_templates(templates))
+
+
+def check_output_file(path: str | None, flag: str) -> None:
+    if path is not None and Path(path).is_dir():
+        raise ValueError(f"{flag} {path!r} is a folder; give a file name such as edit.safetensors")
+
+
+def check_output_dir(path: str | None) -> None:
+    if path is not None and Path(path).exists() and (not Path(path).is_dir() or any(Path(path).iterdir())):
+        raise FileExistsError(f"--save-pipeline {path!r} exists and is not empty; choose a new folder")
+
+
+def save_pipeline_atomically(pipe, out_dir: str) -> None:
+    """save_pretrained into a temporary sibling folder, then rename it into place."""
+    target = Path(out_dir).resolve()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with hf_progress_bars(False):
+            pipe.save_pretrained(str(tmp), safe_serialization=True)
+        if target.exists():
+            target.rmdir()  # checked empty before
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def run_edit(args) -> int:
+    from locedit.edit import quickfix
+
+    pairs = parse_pairs(args)
+    templates = read_templates(args.templates)
+    if args.lam is not None and not args.lam > 0:
+        raise ValueError(f"--lam must be > 0 (got {args.lam})")
+    if args.lora_rank is not None and args.lora_rank < 1:
+        raise ValueError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
+    check_output_file(args.out, "--out")
+    check_output_file(args.lora, "--lora")
+    check_output_dir(args.save_pipeline)
+    if not (args.out or args.lora or args.save_pipeline):
+        print("note: no --out, --lora or --save-pipeline given: the edit is computed and reported, not saved")
+
+    pipe = load_model(args)
+    edit = quickfix(
+        pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
+        encoder=args.encoder,
+    )
+    print(edit.summary())
+    print(f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")
+    if args.out:
+        edit.save(args.out)
+        print(f"wrote edit {args.out}")
+    if args.lora:
+        report = edit.to_lora(args.lora, format=args.lora_format, rank=args.lora_rank)
+        for name, rank in report["ranks"].items():
+            print(f"wrote LoRA {args.lora} ({args.lora_format}): {name} rank {rank}, relative error {report['rel_errors'][name]:.2e}")
+    if args.save_pipeline:
+        t0 = time.perf_counter()
+        edit.apply(pipe)
+        print(f"applied in {(time.perf_counter() - t0) * 1000:.1f} ms")
+        save_pipeline_atomically(pipe, args.save_pipeline)
+        print(f"saved edited pipeline to {args.save_pipeline}")
+    return 0
+
+
+def run_apply(args) -> int:
+    from locedit.edit import Edit
+
+    check_output_dir(args.save_pipeline)
+    edit = Edit.load(args.edit)
+    pipe = load_model(args)
+    edit.apply(pipe, force=args.force)
+    print(edit.summary())
+    save_pipeline_atomically(pipe, args.save_pipeline)
+    print(f"saved edited pipeline to {args.save_pipeline}")
+    return 0

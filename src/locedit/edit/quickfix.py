@@ -1,0 +1,247 @@
+"""DIFF-QUICKFIX: closed-form ridge edit of a text encoder's layer-0 self-attention out-projection.
+
+For key captions ("a photo of van gogh") and value captions ("a photo of painting") the inputs of
+the out-projection at the subject's positions are keys k and the projection's outputs for the
+value caption, *without* the bias, are values v = W x_value. The edited weight minimises
+
+    sum_i ||W' k_i - v_i||^2 + lam * ||W' - W||_F^2
+    =>  W' = (lam W + V^T K)(lam I + K^T K)^-1          (K: N×d_in rows k_i, V: N×d_out rows v_i)
+
+Preserved concepts add rows (k, W k): their outputs are asked to stay where they are.
+The released DiffQuickFix notebook adds the bias into v, which the layer then adds a second time;
+locedit does not (tests/edit/test_quickfix.py shows the difference).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from locedit.edit.edit import Edit
+from locedit.edit.targets import attn_out_target, fingerprint_tensors
+from locedit.hooks import Trace
+from locedit.models import TextEncoderHandle, detect_family, find_subject_span, text_encoders
+
+DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}", "a picture of {}")
+POSITION_MODES = ("last", "last+after")
+
+
+@dataclass
+class QuickFixConfig:
+    """Hyper-parameters of DIFF-QUICKFIX."""
+
+    # Ridge strength: how hard W' is pulled back toward W. Units: squared key norm; 0.01 as in
+    # the paper's released code, i.e. close to exact least squares on the key rows.
+    lam: float = 0.01
+    # "last+after": the last subject token and every later position (EOS and padding included),
+    # paired by offset with the value caption's, as the paper's released code does. On models
+    # whose later tokens already copied the concept ("last" alone then leaves it in place) this
+    # is what removes it. "last": the last subject token only (the paper's single causal state).
+    positions: str = "last+after"
+    # Caption templates; "{}" marks the concept. Several templates make the edit generalise.
+    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    # Which text encoder(s) to edit: None = all (both for SDXL), or 1 / 2.
+    encoder: int | str | None = None
+    # Text-encoder layer whose self-attention out_proj is edited (the paper's causal state: 0).
+    layer: int = 0
+    # dtype of the solve; float64 keeps the normal equations well conditioned.
+    solve_dtype: torch.dtype = torch.float64
+
+
+@dataclass
+class Rows:
+    """Key and value rows for one encoder: K (N, d_in), V (N, d_out); the first `n_edit` rows are edits."""
+
+    keys: torch.Tensor
+    values: torch.Tensor
+    n_edit: int
+    captions: list[str] = field(default_factory=list)
+
+
+def normalize_pairs(pairs) -> list[tuple[str, str]]:
+    """Accept a mapping {key: value}, one (key, value) tuple, or a sequence of them."""
+    if isinstance(pairs, Mapping):
+        items = list(pairs.items())
+    elif isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(p, str) for p in pairs):
+        items = [pairs]
+    else:
+        items = [tuple(p) for p in pairs]
+    if not items:
+        raise ValueError("no edit pairs given; pass at least one (key, value) pair, e.g. ('van gogh', 'painting')")
+    for item in items:
+        if len(item) != 2 or not all(isinstance(s, str) and s.strip() for s in item):
+            raise ValueError(f"edit pair {item!r} is not (key concept, value concept) with two non-empty strings")
+    return [(k.strip(), v.strip()) for k, v in items]
+
+
+def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
+    templates = tuple(templates)
+    if not templates:
+        raise ValueError("no caption templates given; use at least '{}'")
+    for t in templates:
+        if t.count("{}") != 1:
+            raise ValueError(f"template {t!r} must contain '{{}}' exactly once, where the concept goes")
+    return templates
+
+
+def subject_positions(handle: TextEncoderHandle, caption: str, subject: str, mode: str) -> list[int]:
+    """Token positions of `subject` in `caption` that the edit uses (see QuickFixConfig.positions)."""
+    _, end = find_subject_span(handle.tokenizer, caption, subject)
+    if mode == "last":
+        return [end - 1]
+    if mode == "last+after":
+        return list(range(end - 1, handle.context_length))
+    raise ValueError(f"unknown positions {mode!r}; use one of {', '.join(POSITION_MODES)}")
+
+
+@torch.no_grad()
+def capture_keys(handle: TextEncoderHandle, captions: list[str], layer: int = 0) -> torch.Tensor:
+    """Inputs of layer `layer`'s self-attention out_proj, (B, context, d_in), stopping the forward there."""
+    ids = handle.tokenize(captions).to(handle.encoder.device)
+    with Trace(handle.module("attn_out", layer), retain_input=True, retain_output=False, stop=True) as trace:
+        handle.encoder(ids)
+    return trace.input
+
+
+def build_rows(
+    handle: TextEncoderHandle,
+    pairs: list[tuple[str, str]],
+    preserve: Sequence[str],
+    templates: Sequence[str],
+    positions: str,
+    layer: int,
+    dtype: torch.dtype,
+) -> Rows:
+    """Key/value rows of the ridge problem for one encoder (all captions in one early-exit forward)."""
+    key_caps = [t.format(k) for k, _ in pairs for t in templates]
+    val_caps = [t.format(v) for _, v in pairs for t in templates]
+    pres_caps = [t.format(c) for c in preserve for t in templates]
+    key_subj = [k for k, _ in pairs for _ in templates]
+    val_subj = [v for _, v in pairs for _ in templates]
+    pres_subj = [c for c in preserve for _ in templates]
+
+    # Positions first: a subject missing from its caption fails before any forward runs.
+    key_pos = [subject_positions(handle, c, s, positions) for c, s in zip(key_caps, key_subj)]
+    val_pos = [subject_positions(handle, c, s, positions) for c, s in zip(val_caps, val_subj)]
+    pres_pos = [subject_positions(handle, c, s, positions) for c, s in zip(pres_caps, pres_subj)]
+
+    x = capture_keys(handle, key_caps + val_caps + pres_caps, layer).to(dtype)
+    n = len(key_caps)
+    xk, xv, xp = x[:n], x[n : 2 * n], x[2 * n :]
+    weight = handle.module("attn_out", layer).weight.detach().to(dtype)
+
+    keys, values = [], []
+    for i, (kp, vp) in enumerate(zip(key_pos, val_pos)):
+        m = min(len(kp), len(vp))  # pair key and value positions by offset from the last subject token
+        keys.append(xk[i, kp[:m]])
+        values.append(xv[i, vp[:m]] @ weight.T)
+    n_edit = sum(k.shape[0] for k in keys)
+    for i, pp in enumerate(pres_pos):
+        k = xp[i, pp]
+        keys.append(k)
+        values.append(k @ weight.T)
+    return Rows(torch.cat(keys), torch.cat(values), n_edit, key_caps + val_caps + pres_caps)
+
+
+def solve_ridge(weight: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lam: float) -> torch.Tensor:
+    """argmin_W' ||K W'^T - V||^2 + lam ||W' - W||^2 in closed form.
+
+    Args:
+        weight: W, (d_out, d_in). keys: K, (N, d_in). values: V, (N, d_out). lam: > 0.
+
+    Returns:
+        W', (d_out, d_in), in the dtype of the inputs. Uses the N×N system when N < d_in:
+        W' = W + (V - K W^T)^T (lam I_N + K K^T)^-1 K, else the d_in×d_in one.
+    """
+    if not lam > 0:
+        raise ValueError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
+    n, d_in = keys.shape
+    if n < d_in:
+        gram = keys @ keys.T + lam * torch.eye(n, dtype=keys.dtype, device=keys.device)
+        residual = values - keys @ weight.T  # (N, d_out)
+        return weight + residual.T @ torch.linalg.solve(gram, keys)
+    gram = keys.T @ keys + lam * torch.eye(d_in, dtype=keys.dtype, device=keys.device)
+    rhs = lam * weight + values.T @ keys  # (d_out, d_in)
+    return torch.linalg.solve(gram, rhs.T).T  # gram is symmetric
+
+
+def quickfix(
+    pipe,
+    pairs,
+    preserve: Sequence[str] = (),
+    templates: Sequence[str] | None = None,
+    lam: float | None = None,
+    positions: str | None = None,
+    encoder: int | str | None = None,
+    layer: int | None = None,
+    config: QuickFixConfig | None = None,
+) -> Edit:
+    """Compute a DIFF-QUICKFIX edit of `pipe` (which is left untouched: `edit.apply(pipe)` changes it).
+
+    Args:
+        pipe: any SD1/SD2/SDXL diffusers pipeline (loaded or built in memory).
+        pairs: (key concept, value concept) pairs, e.g. [("van gogh", "painting")], or a dict.
+        preserve: concepts whose outputs must stay as they are (neighbours of the key).
+        templates, lam, positions, encoder, layer: override the fields of `config`
+            (see QuickFixConfig for meaning and defaults).
+
+    Returns:
+        An Edit with the before/after tensors, the settings, the base fingerprint and statistics:
+        per encoder the number of key rows and the relative error ||W'k - v|| / ||v|| on edit rows.
+    """
+    cfg = config or QuickFixConfig()
+    templates = check_templates(templates if templates is not None else cfg.templates)
+    lam = cfg.lam if lam is None else float(lam)
+    positions = positions or cfg.positions
+    layer = cfg.layer if layer is None else int(layer)
+    encoder = cfg.encoder if encoder is None else encoder
+    pair_list = normalize_pairs(pairs)
+    preserve = [c.strip() for c in preserve if c.strip()]
+    if positions not in POSITION_MODES:
+        raise ValueError(f"unknown positions {positions!r}; use one of {', '.join(POSITION_MODES)}")
+    if not lam > 0:
+        raise ValueError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
+    family = detect_family(pipe)
+
+    start = time.perf_counter()
+    before, after, stats = {}, {}, {}
+    for handle in text_encoders(pipe, encoder):
+        if not 0 <= layer < handle.num_layers:
+            raise ValueError(f"layer {layer} does not exist in {handle.name} ({handle.num_layers} layers)")
+        target = attn_out_target(handle.name, handle.index, layer)
+        rows = build_rows(handle, pair_list, preserve, templates, positions, layer, cfg.solve_dtype)
+        w = handle.module("attn_out", layer).weight.detach()
+        w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam)
+        edit_k, edit_v = rows.keys[: rows.n_edit], rows.values[: rows.n_edit]
+        err = (edit_k @ w_new.T - edit_v).norm(dim=1) / edit_v.norm(dim=1).clamp_min(1e-12)
+        before[target.name] = w.to("cpu", copy=True)
+        after[target.name] = w_new.to(w.dtype).cpu()
+        stats[target.name] = {
+            "key_rows": rows.n_edit,
+            "preserve_rows": int(rows.keys.shape[0] - rows.n_edit),
+            "rel_error_mean": float(err.mean()),
+            "rel_error_max": float(err.max()),
+        }
+    elapsed = time.perf_counter() - start
+    return Edit(
+        before=before,
+        after=after,
+        meta={
+            "method": "diff-quickfix",
+            "family": family.name,
+            "pairs": [list(p) for p in pair_list],
+            "preserve": preserve,
+            "templates": list(templates),
+            "lam": lam,
+            "positions": positions,
+            "layer": layer,
+            "encoder": "both" if encoder in (None, "both", "all") else str(encoder),
+            "solve_dtype": str(cfg.solve_dtype).removeprefix("torch."),
+            "fingerprint": fingerprint_tensors(before),
+            "stats": stats,
+            "seconds": elapsed,
+        },
+    )

@@ -1,0 +1,76 @@
+"""Addresses of editable weights in a pipeline, lookup by canonical name, and base fingerprints.
+
+A canonical name is "<pipeline attribute>.<transformers-4.x module path>.weight", e.g.
+"text_encoder.text_model.encoder.layers.0.self_attn.out_proj.weight", so an edit made under
+transformers 5.x applies under 4.x and the other way round.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import torch
+
+from locedit.models import detect_family, resolve_text_module, text_encoders, text_template
+
+
+@dataclass(frozen=True)
+class Target:
+    """One editable weight: the out-projection of a text encoder's self-attention at `layer`."""
+
+    component: str  # pipeline attribute, "text_encoder" or "text_encoder_2"
+    module_path: str  # canonical module path inside the component
+    encoder_index: int  # 1-based, as the CLI's --encoder
+
+    @property
+    def name(self) -> str:
+        return f"{self.component}.{self.module_path}.weight"
+
+
+def attn_out_target(component: str, encoder_index: int, layer: int = 0) -> Target:
+    return Target(component, text_template("attn_out", layer=layer), encoder_index)
+
+
+def editable_targets(pipe, encoder: str | int | None = None, layer: int = 0) -> list[Target]:
+    """The DIFF-QUICKFIX targets of a pipeline: layer `layer` self-attention out_proj per encoder."""
+    return [attn_out_target(h.name, h.index, layer) for h in text_encoders(pipe, encoder)]
+
+
+def get_parameter(pipe, name: str) -> torch.nn.Parameter:
+    """The parameter at canonical `name` (see module docstring)."""
+    component, _, rest = name.partition(".")
+    module_path, _, param = rest.rpartition(".")
+    detect_family(pipe)
+    owner = getattr(pipe, component, None)
+    if owner is None or not module_path:
+        raise ValueError(f"pipeline {type(pipe).__name__} has no component for edited weight {name!r}")
+    module = resolve_text_module(owner, module_path)
+    try:
+        return getattr(module, param)
+    except AttributeError:
+        raise ValueError(f"module {module_path!r} of {component} has no parameter {param!r}") from None
+
+
+def tensor_digest(name: str, tensor: torch.Tensor, h: "hashlib._Hash") -> None:
+    """Feed `name`, shape and the float32 bytes of `tensor` into hash `h`.
+
+    Hashing the float32 value makes a float16 base and the same base loaded as float32 agree.
+    """
+    t = tensor.detach().to("cpu", torch.float32).contiguous()
+    h.update(name.encode())
+    h.update(str(tuple(t.shape)).encode())
+    h.update(t.numpy().tobytes())
+
+
+def fingerprint_tensors(tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 over the named tensors (sorted by name)."""
+    h = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor_digest(name, tensors[name], h)
+    return h.hexdigest()
+
+
+def fingerprint(pipe, names: list[str]) -> str:
+    """sha256 of the pipeline's current tensors at canonical `names`."""
+    return fingerprint_tensors({n: get_parameter(pipe, n) for n in names})

@@ -1,0 +1,182 @@
+"""DIFF-QUICKFIX: the closed form is the ridge optimum, keys are captured exactly, spans and errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from locedit import quickfix
+from locedit.edit.quickfix import build_rows, capture_keys, normalize_pairs, solve_ridge
+from locedit.hooks import Trace
+from locedit.models import find_subject_span, text_encoders
+from locedit.models.text import CaptionTooLongError, SubjectNotFoundError
+
+TEMPLATES = ("{}", "a photo of {}", "an image of {}", "a picture of {}")
+
+
+def ridge_rows(handle, positions, preserve=("monet",)):
+    return build_rows(handle, normalize_pairs([("van gogh", "painting")]), preserve, TEMPLATES, positions, 0, torch.float64)
+
+
+def objective_gradient(w_new, w, keys, values, lam):
+    """d/dW' of sum ||W'k - v||^2 + lam ||W' - W||^2, halved."""
+    return (keys @ w_new.T - values).T @ keys + lam * (w_new - w)
+
+
+@pytest.mark.parametrize("positions", ["last", "last+after"])  # N < d and N > d branches of the solve
+def test_closed_form_is_ridge_optimum(load_tiny, positions):
+    handle = text_encoders(load_tiny("sd1"))[0]
+    rows = ridge_rows(handle, positions)
+    w = handle.module("attn_out", 0).weight.detach().double()
+    d_in = w.shape[1]
+    assert (rows.keys.shape[0] < d_in) == (positions == "last")
+    lam = 0.01
+    w_new = solve_ridge(w, rows.keys, rows.values, lam)
+    grad = objective_gradient(w_new, w, rows.keys, rows.values, lam)
+    scale = (rows.values.T @ rows.keys).norm() + lam * w.norm()
+    rel = (grad.norm() / scale).item()
+    print(f"relative gradient at the closed form ({positions}): {rel:.2e}")
+    assert rel < 1e-8
+
+
+def test_closed_form_equals_gradient_descent(load_tiny):
+    handle = text_encoders(load_tiny("sd1"))[0]
+    rows = ridge_rows(handle, "last")
+    w = handle.module("attn_out", 0).weight.detach().double()
+    lam = 1.0
+    closed = solve_ridge(w, rows.keys, rows.values, lam)
+    # Plain gradient descent from W with step 1/L (L = largest eigenvalue of K^T K + lam I).
+    lipschitz = torch.linalg.eigvalsh(rows.keys.T @ rows.keys).max().item() + lam
+    w_gd = w.clone()
+    for _ in range(20000):
+        grad = objective_gradient(w_gd, w, rows.keys, rows.values, lam)
+        w_gd -= grad / lipschitz
+        if grad.norm() < 1e-12:
+            break
+    rel = ((w_gd - closed).norm() / (closed - w).norm()).item()
+    print(f"gradient descent vs closed form: relative difference of the update {rel:.2e}")
+    assert rel < 1e-6
+
+
+def test_early_exit_keys_equal_full_forward_bitwise(load_tiny):
+    handle = text_encoders(load_tiny("sd1"))[0]
+    captions = ["a photo of van gogh", "painting", "an image of a red car on a road"]
+    early = capture_keys(handle, captions)
+    with torch.no_grad(), Trace(handle.module("attn_out", 0), retain_input=True) as trace:
+        out = handle.encoder(handle.tokenize(captions))
+    assert out[0].shape[1] == handle.context_length  # the whole forward ran
+    assert torch.equal(early, trace.input)
+
+
+def test_subject_span_mid_caption_and_multi_token(load_tiny):
+    tok = text_encoders(load_tiny("sd1"))[0].tokenizer
+    caption = "a painting of van gogh in a wheat field"
+    start, end = find_subject_span(tok, caption, "Van Gogh")
+    ids = tok(caption).input_ids
+    assert tok.convert_ids_to_tokens(ids[start:end]) == ["van</w>", "gogh</w>"]
+    assert (start, end) == (4, 6)  # <|startoftext|> a painting of | van gogh | in ...
+    assert end < len(ids) - 1  # not the token before EOS
+
+
+def test_subject_not_found_is_a_clear_error(load_tiny):
+    pipe = load_tiny("sd1")
+    with pytest.raises(SubjectNotFoundError, match="does not occur"):
+        find_subject_span(pipe.tokenizer, "a photo of a cat", "van gogh")
+    with pytest.raises(SubjectNotFoundError, match="van gogh"):  # "goghs" tokenizes differently
+        quickfix(pipe, [("van gogh", "painting")], templates=["paintings by {}s"])
+
+
+def test_caption_longer_than_context_is_a_clear_error(load_tiny):
+    pipe = load_tiny("sd1")
+    long_template = " ".join(["very"] * 80) + " {}"
+    with pytest.raises(CaptionTooLongError, match="context is 77"):
+        quickfix(pipe, [("van gogh", "painting")], templates=[long_template])
+
+
+def test_bad_settings_are_refused(load_tiny):
+    pipe = load_tiny("sd1")
+    with pytest.raises(ValueError, match="exactly once"):
+        quickfix(pipe, [("van gogh", "painting")], templates=["a photo"])
+    with pytest.raises(ValueError, match="lam must be > 0"):
+        quickfix(pipe, [("van gogh", "painting")], lam=0)
+    with pytest.raises(ValueError, match="unknown positions"):
+        quickfix(pipe, [("van gogh", "painting")], positions="first")
+    with pytest.raises(ValueError, match="no edit pairs"):
+        quickfix(pipe, [])
+
+
+def attn_out_at(handle, captions, positions_of):
+    """Layer-0 self-attention output (with bias) of each caption at its edited positions."""
+    with torch.no_grad(), Trace(handle.module("attn_out", 0), stop=True) as trace:
+        handle.encoder(handle.tokenize(captions))
+    return [trace.output[i, positions_of(i)] for i in range(len(captions))]
+
+
+def test_edited_outputs_match_value_and_preserved_concepts_move_less(load_tiny):
+    pipe = load_tiny("sd1")
+    handle = text_encoders(pipe)[0]
+    keys = [t.format("van gogh") for t in TEMPLATES]
+    values = [t.format("painting") for t in TEMPLATES]
+    kept = [t.format("monet") for t in TEMPLATES]
+    last = lambda caps, subj: (lambda i: [find_subject_span(handle.tokenizer, caps[i], subj)[1] - 1])  # noqa: E731
+
+    def monet_shift(edit):
+        base = attn_out_at(handle, kept, last(kept, "monet"))
+        edit.apply(pipe)
+        moved = attn_out_at(handle, kept, last(kept, "monet"))
+        edited = attn_out_at(handle, keys, last(keys, "van gogh"))
+        edit.revert(pipe)
+        return sum((a - b).norm() / b.norm() for a, b in zip(moved, base)).item() / len(kept), edited
+
+    target = attn_out_at(handle, values, last(values, "painting"))
+    plain_shift, edited = monet_shift(quickfix(pipe, [("van gogh", "painting")], positions="last", lam=1e-4))
+    rel = max(((e - t).norm() / t.norm()).item() for e, t in zip(edited, target))
+    print(f"key captions' layer-0 output vs value captions' at the last subject token: max relative error {rel:.2e}")
+    assert rel < 1e-2
+    kept_shift, _ = monet_shift(quickfix(pipe, [("van gogh", "painting")], positions="last", lam=1e-4, preserve=["monet"]))
+    print(f"'monet' output shift: unpreserved {plain_shift:.3e}, preserved {kept_shift:.3e}")
+    assert kept_shift < plain_shift
+
+
+def test_values_exclude_the_bias(load_tiny):
+    """The released notebook puts the bias into v; the layer then adds it a second time."""
+    pipe = load_tiny("sd1")
+    handle = text_encoders(pipe)[0]
+    layer = handle.module("attn_out", 0)
+    with torch.no_grad():
+        layer.bias.normal_(0.0, 0.5)  # random-init CLIP biases are zero; make the difference visible
+    rows = ridge_rows(handle, "last", preserve=())
+    w = layer.weight.detach().double()
+    b = layer.bias.detach().double()
+    ours = solve_ridge(w, rows.keys, rows.values, 1e-4)
+    notebook = solve_ridge(w, rows.keys, rows.values + b, 1e-4)  # v = W x + b
+    target = rows.values + b  # what the value caption's layer output actually is
+    err_ours = ((rows.keys @ ours.T + b - target).norm() / target.norm()).item()
+    err_notebook = ((rows.keys @ notebook.T + b - target).norm() / target.norm()).item()
+    print(f"layer output error vs value caption: locedit {err_ours:.2e}, bias-in-v variant {err_notebook:.2e}")
+    assert err_ours < 1e-2 < err_notebook
+
+
+def test_many_pairs_and_preserved_concepts_in_one_solve(load_tiny):
+    pipe = load_tiny("sd1")
+    pairs = {"van gogh": "painting", "mickey mouse": "mouse", "eiffel tower": "tower"}
+    edit = quickfix(pipe, pairs, preserve=["monet", "cat", "paris"], positions="last")
+    stats = edit.meta["stats"]["text_encoder.text_model.encoder.layers.0.self_attn.out_proj.weight"]
+    assert stats["key_rows"] == 3 * len(TEMPLATES)
+    assert stats["preserve_rows"] == 3 * len(TEMPLATES)
+    assert edit.meta["pairs"] == [list(p) for p in pairs.items()]
+
+
+def test_quickfix_leaves_the_pipeline_untouched(load_tiny):
+    pipe = load_tiny("sd1")
+    before = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items()}
+    quickfix(pipe, [("van gogh", "painting")])
+    assert all(torch.equal(before[k], v) for k, v in pipe.text_encoder.state_dict().items())
+
+
+def test_in_memory_pipeline(tokenizer_files):
+    from locedit.models.tiny import build_tiny_pipeline
+
+    pipe = build_tiny_pipeline("sd2", tokenizer_files)
+    edit = quickfix(pipe, [("van gogh", "painting")])
+    assert edit.meta["family"] == "sd2"
