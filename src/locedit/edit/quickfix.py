@@ -128,22 +128,28 @@ def build_rows(
     val_pos = [subject_positions(handle, c, s, positions) for c, s in zip(val_caps, val_subj)]
     pres_pos = [subject_positions(handle, c, s, positions) for c, s in zip(pres_caps, pres_subj)]
 
-    x = capture_keys(handle, key_caps + val_caps + pres_caps, layer).to(dtype)
+    x = capture_keys(handle, key_caps + val_caps + pres_caps, layer)  # (B, context, d_in)
     n = len(key_caps)
-    xk, xv, xp = x[:n], x[n : 2 * n], x[2 * n :]
-    weight = handle.module("attn_out", layer).weight.detach().to(dtype)
-
-    keys, values = [], []
+    # Gather (caption, position) indices first, then convert and project all rows at once.
+    key_idx, val_idx = [], []
     for i, (kp, vp) in enumerate(zip(key_pos, val_pos)):
         m = min(len(kp), len(vp))  # pair key and value positions by offset from the last subject token
-        keys.append(xk[i, kp[:m]])
-        values.append(xv[i, vp[:m]] @ weight.T)
-    n_edit = sum(k.shape[0] for k in keys)
-    for i, pp in enumerate(pres_pos):
-        k = xp[i, pp]
-        keys.append(k)
-        values.append(k @ weight.T)
-    return Rows(torch.cat(keys), torch.cat(values), n_edit, key_caps + val_caps + pres_caps)
+        key_idx += [(i, p) for p in kp[:m]]
+        val_idx += [(n + i, p) for p in vp[:m]]
+    pres_idx = [(2 * n + i, p) for i, pp in enumerate(pres_pos) for p in pp]
+
+    def gather(idx: list[tuple[int, int]]) -> torch.Tensor:
+        if not idx:
+            return x.new_zeros((0, x.shape[-1]), dtype=dtype)
+        rows, cols = zip(*idx)
+        return x[list(rows), list(cols)].to(dtype)
+
+    weight = handle.module("attn_out", layer).weight.detach().to(dtype)
+    edit_keys, preserve_keys = gather(key_idx), gather(pres_idx)
+    keys = torch.cat([edit_keys, preserve_keys])
+    values = torch.cat([gather(val_idx), preserve_keys]) @ weight.T  # no bias: v = W x
+    n_edit = edit_keys.shape[0]
+    return Rows(keys, values, n_edit, key_caps + val_caps + pres_caps)
 
 
 def solve_ridge(weight: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lam: float) -> torch.Tensor:
@@ -162,10 +168,10 @@ def solve_ridge(weight: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, 
     if n < d_in:
         gram = keys @ keys.T + lam * torch.eye(n, dtype=keys.dtype, device=keys.device)
         residual = values - keys @ weight.T  # (N, d_out)
-        return weight + residual.T @ torch.linalg.solve(gram, keys)
+        return weight + residual.T @ torch.cholesky_solve(keys, torch.linalg.cholesky(gram))
     gram = keys.T @ keys + lam * torch.eye(d_in, dtype=keys.dtype, device=keys.device)
     rhs = lam * weight + values.T @ keys  # (d_out, d_in)
-    return torch.linalg.solve(gram, rhs.T).T  # gram is symmetric
+    return torch.cholesky_solve(rhs.T, torch.linalg.cholesky(gram)).T  # gram is symmetric positive definite
 
 
 def quickfix(

@@ -64,6 +64,7 @@ class TinySpec:
     hidden: int = 32  # text-encoder width
     text_layers: int = 4  # text-encoder depth
     heads: int = 4  # text-encoder attention heads
+    intermediate: int | None = None  # text-encoder MLP width; None = 2 × hidden
     context: int = 77  # tokenizer model_max_length, as in real SD
     unet_channels: tuple[int, ...] = (8, 16)  # UNet block widths
     image_size: int = 16  # pixels; latents are image_size // 2
@@ -75,7 +76,7 @@ def _text_config(spec: TinySpec, act: str, pad_id: int, projection: int | None =
     kwargs = dict(
         vocab_size=CLIP_VOCAB_SIZE,
         hidden_size=spec.hidden,
-        intermediate_size=2 * spec.hidden,
+        intermediate_size=spec.intermediate or 2 * spec.hidden,
         num_hidden_layers=spec.text_layers,
         num_attention_heads=spec.heads,
         max_position_embeddings=spec.context,
