@@ -39,6 +39,24 @@ def test_closed_form_is_ridge_optimum(load_tiny, positions):
     assert rel < 1e-8
 
 
+def test_covariance_regularised_form_is_its_optimum(load_tiny):
+    from locedit.edit.quickfix import key_second_moment
+
+    handle = text_encoders(load_tiny("sd1"))[0]
+    rows = ridge_rows(handle, "last+after")
+    w = handle.module("attn_out", 0).weight.detach().double()
+    cov = 5.0 * key_second_moment(handle, ["a photo of a cat", "a red car", "monet"])
+    lam = 0.01
+    w_new = solve_ridge(w, rows.keys, rows.values, lam, cov)
+    grad = objective_gradient(w_new, w, rows.keys, rows.values, lam) + (w_new - w) @ cov
+    rel = (grad.norm() / ((rows.values.T @ rows.keys).norm() + (w @ cov).norm())).item()
+    assert rel < 1e-8
+    # the corpus term holds the corpus' outputs closer to where they were
+    plain = solve_ridge(w, rows.keys, rows.values, lam)
+    drift = lambda w2: torch.trace((w2 - w) @ cov @ (w2 - w).T).item()  # noqa: E731
+    assert drift(w_new) < drift(plain)
+
+
 def test_closed_form_equals_gradient_descent(load_tiny):
     handle = text_encoders(load_tiny("sd1"))[0]
     rows = ridge_rows(handle, "last")

@@ -7,7 +7,11 @@ value caption, *without* the bias, are values v = W x_value. The edited weight m
     sum_i ||W' k_i - v_i||^2 + lam * ||W' - W||_F^2
     =>  W' = (lam W + V^T K)(lam I + K^T K)^-1          (K: N×d_in rows k_i, V: N×d_out rows v_i)
 
-Preserved concepts add rows (k, W k): their outputs are asked to stay where they are.
+Preserved concepts add rows (k, W k): their outputs are asked to stay where they are. A caption
+corpus adds a covariance term mu * ||(W' - W) C^1/2||^2 with C the second moment of its keys (as
+MEMIT/EMCID regularise), which keeps every direction the corpus uses close to the original:
+
+    W' = (V^T K + W R)(K^T K + R)^-1,   R = lam I + mu C
 The released DiffQuickFix notebook adds the bias into v, which the layer then adds a second time;
 locedit does not (tests/edit/test_quickfix.py shows the difference).
 """
@@ -49,6 +53,11 @@ class QuickFixConfig:
     layer: int = 0
     # dtype of the solve; float64 keeps the normal equations well conditioned.
     solve_dtype: torch.dtype = torch.float64
+    # Captions whose keys (every position) should keep their outputs: their second moment C
+    # enters the regulariser as mu * C. Empty: no covariance term.
+    corpus: tuple[str, ...] = ()
+    # mu: weight of the corpus term, in "equivalent rows" (C is a mean over positions).
+    corpus_weight: float = 0.0
 
 
 @dataclass
@@ -152,19 +161,40 @@ def build_rows(
     return Rows(keys, values, n_edit, key_caps + val_caps + pres_caps)
 
 
-def solve_ridge(weight: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lam: float) -> torch.Tensor:
-    """argmin_W' ||K W'^T - V||^2 + lam ||W' - W||^2 in closed form.
+@torch.no_grad()
+def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int = 0, batch: int = 64) -> torch.Tensor:
+    """C = mean of k k^T over every position of every caption, (d_in, d_in), float64."""
+    total, count = None, 0
+    for i in range(0, len(captions), batch):
+        x = capture_keys(handle, list(captions[i : i + batch]), layer).flatten(0, 1).double()
+        total = x.T @ x if total is None else total + x.T @ x
+        count += x.shape[0]
+    if total is None:
+        raise ValueError("the covariance corpus is empty; give at least one caption")
+    return total / count
+
+
+def solve_ridge(
+    weight: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lam: float, cov: torch.Tensor | None = None
+) -> torch.Tensor:
+    """argmin_W' ||K W'^T - V||^2 + lam ||W' - W||^2 (+ tr((W'-W) cov (W'-W)^T)) in closed form.
 
     Args:
         weight: W, (d_out, d_in). keys: K, (N, d_in). values: V, (N, d_out). lam: > 0.
+        cov: optional (d_in, d_in) positive semi-definite matrix (mu * C) added to the regulariser.
 
     Returns:
-        W', (d_out, d_in), in the dtype of the inputs. Uses the N×N system when N < d_in:
-        W' = W + (V - K W^T)^T (lam I_N + K K^T)^-1 K, else the d_in×d_in one.
+        W', (d_out, d_in), in the dtype of the inputs. Without cov and N < d_in it solves the N×N
+        system W' = W + (V - K W^T)^T (lam I_N + K K^T)^-1 K, else the d_in×d_in one
+        W' = (V^T K + W R)(K^T K + R)^-1 with R = lam I + cov.
     """
     if not lam > 0:
         raise ValueError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
     n, d_in = keys.shape
+    if cov is not None:
+        reg = lam * torch.eye(d_in, dtype=keys.dtype, device=keys.device) + cov.to(keys.dtype)
+        rhs = values.T @ keys + weight @ reg
+        return torch.cholesky_solve(rhs.T, torch.linalg.cholesky(keys.T @ keys + reg)).T
     if n < d_in:
         gram = keys @ keys.T + lam * torch.eye(n, dtype=keys.dtype, device=keys.device)
         residual = values - keys @ weight.T  # (N, d_out)
@@ -183,6 +213,8 @@ def quickfix(
     positions: str | None = None,
     encoder: int | str | None = None,
     layer: int | None = None,
+    corpus: Sequence[str] | None = None,
+    corpus_weight: float | None = None,
     config: QuickFixConfig | None = None,
 ) -> Edit:
     """Compute a DIFF-QUICKFIX edit of `pipe` (which is left untouched: `edit.apply(pipe)` changes it).
@@ -191,8 +223,8 @@ def quickfix(
         pipe: any SD1/SD2/SDXL diffusers pipeline (loaded or built in memory).
         pairs: (key concept, value concept) pairs, e.g. [("van gogh", "painting")], or a dict.
         preserve: concepts whose outputs must stay as they are (neighbours of the key).
-        templates, lam, positions, encoder, layer: override the fields of `config`
-            (see QuickFixConfig for meaning and defaults).
+        templates, lam, positions, encoder, layer, corpus, corpus_weight: override the fields
+            of `config` (see QuickFixConfig for meaning and defaults).
 
     Returns:
         An Edit with the before/after tensors, the settings, the base fingerprint and statistics:
@@ -204,8 +236,12 @@ def quickfix(
     positions = positions or cfg.positions
     layer = cfg.layer if layer is None else int(layer)
     encoder = cfg.encoder if encoder is None else encoder
+    corpus = list(cfg.corpus if corpus is None else corpus)
+    corpus_weight = cfg.corpus_weight if corpus_weight is None else float(corpus_weight)
     pair_list = normalize_pairs(pairs)
     preserve = [c.strip() for c in preserve if c.strip()]
+    if corpus_weight < 0 or (corpus_weight > 0 and not corpus):
+        raise ValueError("corpus_weight must be >= 0 and needs a non-empty corpus of captions")
     if positions not in POSITION_MODES:
         raise ValueError(f"unknown positions {positions!r}; use one of {', '.join(POSITION_MODES)}")
     if not lam > 0:
@@ -220,7 +256,8 @@ def quickfix(
         target = attn_out_target(handle.name, handle.index, layer)
         rows = build_rows(handle, pair_list, preserve, templates, positions, layer, cfg.solve_dtype)
         w = handle.module("attn_out", layer).weight.detach()
-        w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam)
+        cov = corpus_weight * key_second_moment(handle, corpus, layer).to(cfg.solve_dtype) if corpus_weight > 0 else None
+        w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam, cov)
         edit_k, edit_v = rows.keys[: rows.n_edit], rows.values[: rows.n_edit]
         err = (edit_k @ w_new.T - edit_v).norm(dim=1) / edit_v.norm(dim=1).clamp_min(1e-12)
         before[target.name] = w.to("cpu", copy=True)
@@ -242,6 +279,8 @@ def quickfix(
             "preserve": preserve,
             "templates": list(templates),
             "lam": lam,
+            "corpus_size": len(corpus) if corpus_weight > 0 else 0,
+            "corpus_weight": corpus_weight,
             "positions": positions,
             "layer": layer,
             "encoder": "both" if encoder in (None, "both", "all") else str(encoder),
