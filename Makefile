@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 
-.PHONY: dev test test-slow demo bench clean
+.PHONY: dev test test-slow test-compat demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,20 @@ test: dev
 test-slow: dev
 	$(BIN)/python -m pytest -m slow
 
+# transformers 4.x keeps `text_model.` in CLIPTextModel; the adapter, edits and the built-in
+# model must work under both major versions.
+COMPAT := .venv-tf4
+$(COMPAT)/bin/.installed: pyproject.toml
+	$(PYTHON) -m venv $(COMPAT)
+	$(COMPAT)/bin/pip install -q --upgrade pip
+	$(COMPAT)/bin/pip install -q $(TORCH_PIN)
+	$(COMPAT)/bin/pip install -q 'transformers>=4.38,<5' -e '.[dev]'
+	touch $@
+
+test-compat: $(COMPAT)/bin/.installed
+	$(COMPAT)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
+	$(COMPAT)/bin/python -m pytest tests/models tests/edit tests/test_cli.py
+
 demo: dev
 	$(BIN)/locedit demo --out locedit-demo
 
@@ -28,4 +42,4 @@ bench: dev
 	$(BIN)/python benchmarks/edit_latency.py
 
 clean:
-	rm -rf $(VENV) locedit-demo .pytest_cache
+	rm -rf $(VENV) $(COMPAT) locedit-demo .pytest_cache
