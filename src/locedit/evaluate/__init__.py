@@ -1,0 +1,1 @@
+"""Scoring generated images: scorers for causal tracing and evaluation."""

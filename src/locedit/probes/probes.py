@@ -1,0 +1,95 @@
+"""Probe records (`{"prompt", "subject", "attribute", "value"?}` per JSONL line): parsing and validation.
+
+A probe names a prompt, the subject whose word embeddings tracing corrupts, the attribute the
+subject controls (object, style, color, action, viewpoint, or any other name), and optionally the
+value a scorer should look for (e.g. the colour "red"); without it the subject text is used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Attributes the shipped probe set covers; user files may name others.
+ATTRIBUTES = ("object", "style", "color", "action", "viewpoint")
+DEFAULT_PROBES = Path(__file__).with_name("default.jsonl")
+
+
+class ProbeFileError(ValueError):
+    """A probe file is missing, malformed, or names a subject that is not in its prompt."""
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One traced prompt.
+
+    Attributes:
+        prompt: the caption generated from.
+        subject: words of `prompt` whose token embeddings are corrupted.
+        attribute: what the subject controls (object / style / color / action / viewpoint / ...).
+        value: the attribute's value a scorer looks for; None means "the subject text".
+    """
+
+    prompt: str
+    subject: str
+    attribute: str
+    value: str | None = None
+
+    @property
+    def target_text(self) -> str:
+        """Text a text-image scorer compares the image with."""
+        return self.value or self.subject
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _parse(record: object, where: str) -> Probe:
+    if not isinstance(record, dict):
+        raise ProbeFileError(f"{where}: expected a JSON object with prompt, subject, attribute; got {record!r}")
+    missing = [k for k in ("prompt", "subject", "attribute") if not isinstance(record.get(k), str) or not record[k].strip()]
+    if missing:
+        raise ProbeFileError(f"{where}: field(s) {', '.join(missing)} missing or empty; each record needs "
+                             '{"prompt": ..., "subject": ..., "attribute": ...} (and optionally "value")')
+    value = record.get("value")
+    if value is not None and not isinstance(value, str):
+        raise ProbeFileError(f"{where}: \"value\" must be a string when given (got {value!r})")
+    return Probe(prompt=record["prompt"], subject=record["subject"], attribute=record["attribute"].strip(), value=value)
+
+
+def load_probes(source: str | Path) -> list[Probe]:
+    """Probes from a JSONL file, or the shipped set when `source` is "default".
+
+    Blank lines and lines starting with "#" are skipped. Raises ProbeFileError naming the line.
+    """
+    path = DEFAULT_PROBES if str(source) == "default" else Path(source).expanduser()
+    if not path.is_file():
+        raise ProbeFileError(f"probe file {str(path)!r} not found; give a JSONL file or 'default'")
+    probes = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ProbeFileError(f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line") from None
+        probes.append(_parse(record, f"{path}:{number}"))
+    if not probes:
+        raise ProbeFileError(f"probe file {str(path)!r} holds no records")
+    return probes
+
+
+def validate_probes(probes: list[Probe], tokenizers: list) -> None:
+    """Check every subject occurs in its prompt as tokens of every tokenizer (raises ProbeFileError)."""
+    from locedit.models.text import CaptionTooLongError, SubjectNotFoundError, find_subject_span
+
+    for i, probe in enumerate(probes):
+        for tokenizer in tokenizers:
+            try:
+                find_subject_span(tokenizer, probe.prompt, probe.subject)
+                n = len(tokenizer(probe.prompt, truncation=False).input_ids)
+                if n > tokenizer.model_max_length:
+                    raise CaptionTooLongError(f"prompt is {n} tokens, longer than the context ({tokenizer.model_max_length})")
+            except (SubjectNotFoundError, CaptionTooLongError) as err:
+                raise ProbeFileError(f"probe {i + 1} ({probe.prompt!r}, subject {probe.subject!r}): {err}") from None
