@@ -36,6 +36,7 @@ class EvalResult:
 
     rates: dict[str, float]
     predictions: list[dict[str, str]] = field(default_factory=list)
+    images: torch.Tensor | None = None  # (B, 3, H, W) in [0, 1], one per item
 
 
 def score_predictions(items: list[EvalItem], predictions: list[dict[str, str]]) -> dict[str, float]:
@@ -81,7 +82,7 @@ def evaluate_items(
     """Generate every item's image with its seed, classify, and score (see `score_predictions`)."""
     images = generate(pipe, [it.prompt for it in items], [it.seed for it in items], steps, guidance, batch, progress)
     predictions = classify(images)
-    return EvalResult(score_predictions(items, predictions), predictions)
+    return EvalResult(score_predictions(items, predictions), predictions, images)
 
 
 def evaluate_edit(pipe, edit, items, classify, **kwargs) -> dict[str, EvalResult]:
