@@ -98,6 +98,12 @@ def find_subject_span(tokenizer, caption: str, subject: str) -> tuple[int, int]:
     sub = tokenizer(subject, add_special_tokens=False).input_ids
     if not subject.strip() or not sub:
         raise SubjectNotFoundError(f"empty subject in caption {caption!r}")
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if unk is not None and unk in sub:
+        raise SubjectNotFoundError(
+            f"subject {subject!r} has words this model's tokenizer does not know (they map to "
+            f"{tokenizer.unk_token!r}); use words of its vocabulary"
+        )
     ids = tokenizer(caption, truncation=False).input_ids
     n = len(sub)
     for start in range(len(ids) - n + 1):
