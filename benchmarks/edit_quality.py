@@ -21,7 +21,7 @@ from locedit import load_pipeline, quickfix
 from locedit.builtin import world
 from locedit.builtin.classifier import ShapesClassifier
 from locedit.builtin.edit_suite import edit_suite
-from locedit.evaluate.edit_eval import evaluate_items
+from locedit.evaluate.edit_eval import evaluate_items, retention
 
 EDITS = {
     "style": ("striped", "plain", ["dotted", "checkered", "plain"]),
@@ -52,8 +52,8 @@ def variants(preserve: list[str], captions: list[str]) -> dict[str, dict]:
     }
 
 
-COLUMNS = ("efficacy", "efficacy_to_target", "generality", "specificity", "specificity_style", "specificity_colour",
-           "specificity_shape", "efficacy_others_kept")
+COLUMNS = ("efficacy", "efficacy_to_target", "generality", "specificity", "specificity_retained", "specificity_style",
+           "specificity_colour", "specificity_shape", "efficacy_others_kept")
 
 
 def main() -> None:
@@ -74,9 +74,10 @@ def main() -> None:
         key, value, preserve = EDITS[edit_name]
         items = edit_suite(key, value, n=args.n, seed=0)
         print(f"\n## {edit_name}: {key!r} -> {value!r} ({args.n} prompts per group, {args.steps} steps, fixed seeds)")
-        print(f"{'variant':34s} " + " ".join(f"{c[:12]:>12s}" for c in COLUMNS) + "   edit ms")
+        print(f"{'variant':34s} " + " ".join(f"{c.replace('specificity', 'spec').replace('efficacy', 'eff')[:12]:>12s}" for c in COLUMNS) + "   edit ms")
         t0 = time.perf_counter()
-        base = evaluate_items(pipe, items, classify, steps=args.steps, guidance=args.guidance).rates
+        base_result = evaluate_items(pipe, items, classify, steps=args.steps, guidance=args.guidance)
+        base = base_result.rates
         print(f"{'before':34s} " + " ".join(f"{base.get(c, float('nan')):12.2f}" for c in COLUMNS) +
               f"   (eval {time.perf_counter() - t0:.0f} s)")
         report[edit_name] = {"key": key, "value": value, "before": base, "variants": {}}
@@ -87,7 +88,8 @@ def main() -> None:
             edit = quickfix(pipe, [(key, value)], **kwargs)
             edit.apply(pipe)
             try:
-                rates = evaluate_items(pipe, items, classify, steps=args.steps, guidance=args.guidance).rates
+                result = evaluate_items(pipe, items, classify, steps=args.steps, guidance=args.guidance)
+                rates = {**result.rates, **retention(items, base_result.predictions, result.predictions)}
             finally:
                 edit.revert(pipe)
             ms = edit.meta["seconds"] * 1000

@@ -32,6 +32,21 @@ def test_rates_count_what_they_claim():
     assert rates["specificity_style"] == 0.5 and rates["specificity_colour"] == 1.0
 
 
+def test_retention_compares_the_same_seeds():
+    from locedit.evaluate.edit_eval import retention
+
+    asked = {"shape": "circle", "colour": "red", "style": "dotted"}
+    items = [EvalItem("p", "specificity", asked, i) for i in range(3)] + [
+        EvalItem("q", "efficacy", {**asked, "style": "striped"}, 9, ("style", "striped"), "plain")
+    ]
+    ok, wrong = dict(asked), {**asked, "shape": "star"}
+    before = [ok, ok, wrong, {**asked, "style": "striped"}]
+    after = [ok, wrong, ok, {**asked, "style": "plain"}]
+    rates = retention(items, before, after)
+    assert rates["specificity_retained"] == 0.5  # of the two right before, one still right
+    assert rates["efficacy_removed"] == 1.0
+
+
 def test_shapes_suite_groups():
     pytest.importorskip("locedit.builtin.world")
     from locedit.builtin.edit_suite import concept_kind, edit_suite

@@ -85,12 +85,38 @@ def evaluate_items(
     return EvalResult(score_predictions(items, predictions), predictions, images)
 
 
+def retention(items: list[EvalItem], before: list[dict[str, str]], after: list[dict[str, str]]) -> dict[str, float]:
+    """Image-by-image comparison of the same seeds before and after an edit.
+
+    Returns:
+        specificity_retained: of the specificity items drawn fully as asked before the edit, the
+            share still drawn fully as asked after it (the edit cannot be blamed for what the model
+            got wrong on its own);
+        efficacy_removed / generality_removed: of the items that drew the removed value before,
+            the share that no longer draw it.
+    """
+    out: dict[str, float] = {}
+    spec = [(it, b, a) for it, b, a in zip(items, before, after) if it.group == "specificity"
+            and all(b[k] == v for k, v in it.expect.items())]
+    if spec:
+        out["specificity_retained"] = sum(all(a[k] == v for k, v in it.expect.items()) for it, _, a in spec) / len(spec)
+    for group in ("efficacy", "generality"):
+        drawn = [(it, a) for it, b, a in zip(items, before, after) if it.group == group and b[it.removed[0]] == it.removed[1]]
+        if drawn:
+            out[f"{group}_removed"] = sum(a[it.removed[0]] != it.removed[1] for it, a in drawn) / len(drawn)
+    return out
+
+
 def evaluate_edit(pipe, edit, items, classify, **kwargs) -> dict[str, EvalResult]:
-    """{"before": ..., "after": ...}: the suite on `pipe` without and with `edit` (reverted after)."""
+    """{"before": ..., "after": ...}: the suite on `pipe` without and with `edit` (reverted after).
+
+    The "after" rates also hold the before/after comparisons of `retention`.
+    """
     before = evaluate_items(pipe, items, classify, **kwargs)
     edit.apply(pipe)
     try:
         after = evaluate_items(pipe, items, classify, **kwargs)
     finally:
         edit.revert(pipe)
+    after.rates.update(retention(items, before.predictions, after.predictions))
     return {"before": before, "after": after}
