@@ -120,34 +120,35 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
         norm_num_groups=4,
         sample_size=spec.image_size,
     )
-    down = ("CrossAttnDownBlock2D",) * n
-    up = ("CrossAttnUpBlock2D",) * n
+    unet_common = dict(
+        sample_size=spec.image_size // 2,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlock2D",) * n,
+        up_block_types=("CrossAttnUpBlock2D",) * n,
+        block_out_channels=ch,
+        layers_per_block=1,
+        norm_num_groups=4,
+    )
+    sched_common = dict(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+    )
     if family in ("sd1", "sd2"):
         tok = clip_tokenizer(tokenizer_files, "<|endoftext|>" if family == "sd1" else "!", spec.context)
         act = "quick_gelu" if family == "sd1" else "gelu"
         text_encoder = CLIPTextModel(_text_config(spec, act, tok.pad_token_id)).eval()
         unet = UNet2DConditionModel(
-            sample_size=spec.image_size // 2,
-            in_channels=4,
-            out_channels=4,
-            down_block_types=down,
-            up_block_types=up,
-            block_out_channels=ch,
-            layers_per_block=1,
+            **unet_common,
             cross_attention_dim=spec.hidden,
             attention_head_dim=2 if family == "sd1" else (2,) * n,
             use_linear_projection=family == "sd2",
-            norm_num_groups=4,
         )
-        scheduler = DDIMScheduler(
-            beta_start=0.00085,
-            beta_end=0.012,
-            beta_schedule="scaled_linear",
-            clip_sample=False,
-            set_alpha_to_one=False,
-            steps_offset=1,
-            prediction_type="epsilon" if family == "sd1" else "v_prediction",
-        )
+        scheduler = DDIMScheduler(**sched_common, prediction_type="epsilon" if family == "sd1" else "v_prediction")
         return StableDiffusionPipeline(
             vae=vae,
             text_encoder=text_encoder,
@@ -166,13 +167,7 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
     te2 = CLIPTextModelWithProjection(_text_config(spec, "gelu", tok2.pad_token_id, projection=spec.hidden)).eval()
     time_dim = 8
     unet = UNet2DConditionModel(
-        sample_size=spec.image_size // 2,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=down,
-        up_block_types=up,
-        block_out_channels=ch,
-        layers_per_block=1,
+        **unet_common,
         cross_attention_dim=2 * spec.hidden,
         attention_head_dim=(2,) * n,
         use_linear_projection=True,
@@ -180,12 +175,8 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
         addition_embed_type="text_time",
         addition_time_embed_dim=time_dim,
         projection_class_embeddings_input_dim=spec.hidden + 6 * time_dim,
-        norm_num_groups=4,
     )
-    scheduler = DDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False, set_alpha_to_one=False,
-        steps_offset=1,
-    )
+    scheduler = DDIMScheduler(**sched_common)
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=te1,
