@@ -73,3 +73,4 @@ def test_token_categories_rome_style():
     assert cats["first subject"] == [4] and cats["last subject"] == [5] and cats["middle subject"] == []
     assert cats["first subsequent"] == [6] and cats["further tokens"] == [7] and cats["last token"] == [8]
     assert token_categories(5, 3, 4)["first subject"] == token_categories(5, 3, 4)["last subject"] == [3]
+    assert cats["padding"] == [] and token_categories(9, 4, 6, padding=True)["padding"] == [9]

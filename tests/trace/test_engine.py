@@ -124,7 +124,9 @@ def test_sdxl_text_cells_cover_both_encoders(load_tiny):
     cells = tracer.text_cells(PROBE, ["residual"])
     assert {c.encoder for c in cells} == {0, 1}
     n_tok = tracer.num_tokens(PROBE)
-    assert len(cells) == sum(h.num_layers for h in tracer.handles) * n_tok
+    assert len(cells) == sum(h.num_layers for h in tracer.handles) * (n_tok + 1)  # + the padding row
+    pad = [c for c in cells if c.token == n_tok]
+    assert all(c.restored_positions == tuple(range(n_tok, tracer.handles[c.encoder].context_length)) for c in pad)
     start, _ = tracer.spans(PROBE)[0]
     chosen = [c for c in cells if c.token in (0, start) and c.layer == 0]
     result = tracer.run_text_unit(PROBE, 0, 3.0, chosen)

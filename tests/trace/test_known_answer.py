@@ -56,7 +56,7 @@ def test_text_encoder_single_attention_path(load_tiny):
     start, end = tracer.spans(PROBE)[0]
     assert end - start == 1
     cells = tracer.text_cells(PROBE, ["residual", "attn", "mlp"])
-    assert len(cells) == 3 * handle.num_layers * tracer.num_tokens(PROBE)
+    assert len(cells) == 3 * handle.num_layers * (tracer.num_tokens(PROBE) + 1)  # + the padding row
     effects = {}
     for first in range(0, len(cells), 64):
         chunk = cells[first:first + 64]

@@ -111,4 +111,4 @@ def test_two_process_sharded_run_equals_single_process(tiny_dirs, probe_file, tm
     assert done.returncode == 0, done.stderr[-3000:]
     single = (tmp_path / "single" / "results.csv").read_text()
     assert (tmp_path / "sharded" / "results.csv").read_text() == single
-    assert len(_rows(tmp_path / "single" / "results.csv")) == (7 + 9) * 4  # tokens incl. BOS/EOS × 4 layers
+    assert len(_rows(tmp_path / "single" / "results.csv")) == (7 + 1 + 9 + 1) * 4  # tokens incl. BOS/EOS, + padding row, × 4 layers

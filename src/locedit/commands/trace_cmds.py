@@ -34,6 +34,8 @@ def register(sub) -> None:
     p.add_argument("--steps", type=int, default=25, help="denoising steps (default: 25)")
     p.add_argument("--guidance", type=float, default=7.5, help="classifier-free guidance scale (default: 7.5)")
     p.add_argument("--batch", type=int, default=8, help="restored rows per denoising loop (default: 8)")
+    p.add_argument("--no-padding", dest="padding", action="store_false",
+                   help="text encoder: skip the extra row that restores all padding positions after EOS")
     p.add_argument("--restore", choices=("cond", "both"), default="cond",
                    help="UNet: restore in the conditional CFG half only (default) or in both halves")
     p.add_argument("--scorer", default="pixel", help="clip:PATH (local CLIP folder), pixel, or builtin (default: pixel)")
@@ -99,6 +101,7 @@ def run_trace_cmd(args: argparse.Namespace) -> int:
         guidance=args.guidance,
         batch=args.batch,
         restore=args.restore,
+        padding=args.padding,
         scorer=args.scorer,
         min_drop=args.min_drop,
         save_images=args.save_images,

@@ -62,13 +62,14 @@ def text_grid(rows: list[dict], prompt_index: int, encoder: str, state: str) -> 
 
 # ROME's token categories (plus CLIP's start token), in plot order.
 TOKEN_CATEGORIES = ("start token", "first subject", "middle subject", "last subject", "first subsequent",
-                    "further tokens", "last token")
+                    "further tokens", "last token", "padding")
 
 
-def token_categories(n_tokens: int, start: int, end: int) -> dict[str, list[int]]:
+def token_categories(n_tokens: int, start: int, end: int, padding: bool = False) -> dict[str, list[int]]:
     """Token positions of each ROME category for a prompt of `n_tokens` (BOS..EOS), subject [start, end).
 
-    A one-token subject counts as both its first and its last token, as in ROME.
+    A one-token subject counts as both its first and its last token, as in ROME. With `padding`,
+    row `n_tokens` is the padding row (every position after EOS restored together).
     """
     last = n_tokens - 1
     cats = {
@@ -79,6 +80,7 @@ def token_categories(n_tokens: int, start: int, end: int) -> dict[str, list[int]
         "first subsequent": [end] if end < last else [],
         "further tokens": list(range(end + 1, last)),
         "last token": [last],
+        "padding": [n_tokens] if padding else [],
     }
     return cats
 
@@ -97,7 +99,9 @@ def text_summary(rows: list[dict], config: dict, encoder: str, state: str) -> tu
             continue
         n_layers = max(n_layers, len(grid[0]))
         start, end = config["subject_spans"][pi][e]
-        for cat, toks in token_categories(len(grid), start, end).items():
+        tokens = config["tokens"][pi][e]
+        has_padding = bool(tokens) and tokens[-1].startswith("<padding")
+        for cat, toks in token_categories(len(tokens) - has_padding, start, end, has_padding).items():
             for layer in range(len(grid[0])):
                 values = [grid[t][layer] for t in toks if t < len(grid)]
                 if values:
@@ -171,7 +175,8 @@ def draw_report(run_dir: str | Path, out: str | Path | None = None) -> list[Path
             if not grid or not grid[0]:
                 continue
             note = "" if filtered else " (none destroyed: all averaged)"
-            written.append(_heatmap(grid, list(TOKEN_CATEGORIES), [str(i) for i in range(len(grid[0]))],
+            categories = list(TOKEN_CATEGORIES) if config.get("padding") else list(TOKEN_CATEGORIES[:-1])
+            written.append(_heatmap(grid[:len(categories)], categories, [str(i) for i in range(len(grid[0]))],
                                     f"{encoder} {state}: mean over prompts{note}",
                                     target / f"text_summary_{encoder}_{state}.png", cmap=cmaps.get(state, "Purples"),
                                     xlabel="layer"))

@@ -50,13 +50,18 @@ class TraceSettings:
     batch: int = 8  # restored rows per denoising loop (plus the clean and corrupted rows)
     window: int = 1  # restore k consecutive layers of a kind (UNet) / layers (text) around each one
     min_drop: float | None = None  # clean − corrupted drop that counts as destroyed; None = scorer's
+    # Text encoder: also restore every padding position after EOS together, as one extra token row.
+    # The UNet reads all context positions, and causal attention lets padding states carry the subject.
+    padding: bool = True
 
 
 @dataclass(frozen=True)
 class TextCell:
     """One text-encoder cell: restore `state` of `layers` (a window around `layer`) at `token`.
 
-    `encoder` is the 0-based index into the pipeline's text encoders (SDXL has two).
+    `encoder` is the 0-based index into the pipeline's text encoders (SDXL has two). `token` is
+    the row of the cell in token × layer tables; `positions` are the sequence positions restored:
+    (token,) for a prompt token, every position after EOS for the padding row.
     """
 
     encoder: int
@@ -64,6 +69,11 @@ class TextCell:
     token: int
     state: str
     layers: tuple[int, ...]
+    positions: tuple[int, ...] = ()
+
+    @property
+    def restored_positions(self) -> tuple[int, ...]:
+        return self.positions or (self.token,)
 
 
 @dataclass
@@ -224,7 +234,7 @@ class Tracer:
             handle = self.handles[cell.encoder]
             for layer in cell.layers:
                 module = handle.module(TEXT_STATES[cell.state], layer)
-                restores.setdefault(module, []).append((2 + j, cell.token))
+                restores.setdefault(module, []).extend((2 + j, t) for t in cell.restored_positions)
         return restores
 
     # ----------------------------------------------------------------------------- generation
@@ -304,17 +314,29 @@ class Tracer:
     def destroyed(self, clean: float, corrupted: float) -> bool:
         return self.scorer.destroyed(clean, corrupted, self.settings.min_drop)
 
+    def padding_positions(self, probe: Probe, encoder: int = 0) -> tuple[int, ...]:
+        """Positions after EOS (padding) that the padding row restores; () when it is off or none."""
+        if not self.settings.padding:
+            return ()
+        return tuple(range(self.num_tokens(probe, encoder), self.handles[encoder].context_length))
+
     def text_cells(self, probe: Probe, states: Sequence[str], window_size: int | None = None) -> list[TextCell]:
-        """Every (encoder, layer, token, state) cell of `probe`: tokens BOS..EOS, all layers."""
+        """Every (encoder, layer, token, state) cell of `probe`: tokens BOS..EOS (plus one padding
+        row restoring all positions after EOS, see TraceSettings.padding), all layers."""
         k = window_size or self.settings.window
         cells = []
         for e, handle in enumerate(self.handles):
             n_layers = handle.num_layers
+            n_tok = self.num_tokens(probe, e)
+            rows = [(t, ()) for t in range(n_tok)]
+            if self.padding_positions(probe, e):
+                rows.append((n_tok, self.padding_positions(probe, e)))
             for state in states:
-                for token in range(self.num_tokens(probe, e)):
+                for token, positions in rows:
                     for layer in range(n_layers):
                         layers = tuple(window(list(range(n_layers)), layer, k)) if k > 1 else (layer,)
-                        cells.append(TextCell(encoder=e, layer=layer, token=token, state=state, layers=layers))
+                        cells.append(TextCell(encoder=e, layer=layer, token=token, state=state, layers=layers,
+                                              positions=positions))
         return cells
 
 

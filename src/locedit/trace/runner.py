@@ -33,6 +33,7 @@ class TraceRequest:
     guidance: float = 7.5  # CFG scale
     batch: int = 8  # restored rows per denoising loop
     restore: str = "cond"  # UNet restoration in the conditional CFG half, or "both"
+    padding: bool = True  # text encoder: one extra token row restoring every padding position after EOS
     scorer: str = "pixel"  # pixel, clip:PATH or builtin
     min_drop: float | None = None  # destroyed threshold; None = the scorer's default
     save_images: bool = False  # write PNGs of every generation
@@ -122,7 +123,8 @@ def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
         pipe = load_pipeline(req.model, device=device, dtype=dtype)
     generation = GenerationSettings(steps=req.steps, guidance=req.guidance, height=req.height, width=req.width)
     settings = TraceSettings(noise=3.0 if req.noise == "auto" else float(req.noise), restore=req.restore,
-                             batch=req.batch, window=req.window, min_drop=req.min_drop)
+                             batch=req.batch, window=req.window, min_drop=req.min_drop,
+                             padding=req.padding)
     if req.component == "unet":
         cells = select_unet_cells(_unet_layers(pipe), req.layers, req.window)
         states = None
@@ -177,8 +179,12 @@ def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
         "cells": sum(len(u.cells) for u in units),
         "units": len(units),
         # Per probe, per encoder: token strings (BOS..EOS) and the subject's [start, end) span.
+        # (text tracing with padding: a last "<padding ×k>" entry names the padding row)
         "tokens": [[h.tokenizer.convert_ids_to_tokens(h.tokenizer(p.prompt, truncation=False).input_ids)
-                    for h in tracer.handles] for p in probes],
+                    + ([f"<padding ×{len(tracer.padding_positions(p, e))}>"]
+                       if req.component == "text-encoder" and tracer.padding_positions(p, e) else [])
+                    for e, h in enumerate(tracer.handles)] for p in probes],
+        "padding": req.padding if req.component == "text-encoder" else None,
         "subject_spans": [[list(span) for span in tracer.spans(p)] for p in probes],
         "row_layout": "row 0 clean, row 1 corrupted, rows 2.. restored (one per cell); CFG batch [uncond ; cond]",
         "traced": (
