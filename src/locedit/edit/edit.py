@@ -155,9 +155,12 @@ class Edit:
             f"  settings:  lam={m.get('lam')} positions={m.get('positions')} layer={m.get('layer')} "
             f"templates={len(m.get('templates', []))}"
         )
+        if m.get("corpus_source"):
+            lines.append(f"  corpus:    mu={m.get('corpus_weight')} from {m['corpus_source']}")
         for name, st in m.get("stats", {}).items():
             lines.append(
                 f"  {name}: {st['key_rows']} key rows, {st['preserve_rows']} preserve rows, "
+                f"{st.get('corpus_captions', 0)} corpus captions, "
                 f"relative error mean {st['rel_error_mean']:.3g} max {st['rel_error_max']:.3g}"
             )
         return "\n".join(lines)

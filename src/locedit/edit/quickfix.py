@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -54,10 +55,13 @@ class QuickFixConfig:
     # dtype of the solve; float64 keeps the normal equations well conditioned.
     solve_dtype: torch.dtype = torch.float64
     # Captions whose keys (every position) should keep their outputs: their second moment C
-    # enters the regulariser as mu * C. Empty: no covariance term.
-    corpus: tuple[str, ...] = ()
-    # mu: weight of the corpus term, in "equivalent rows" (C is a mean over positions).
-    corpus_weight: float = 0.0
+    # enters the regulariser as mu * C. None: the model folder's locedit_corpus.txt if it has one,
+    # else locedit's generic corpus (edit/corpus.txt); captions the tokenizer cannot encode (unknown
+    # words, too long) are left out. On the built-in model this term took specificity from 0.06
+    # to 0.91 at unchanged efficacy (benchmarks/edit_quality.py, README).
+    corpus: tuple[str, ...] | None = None
+    # mu: weight of the corpus term, in "equivalent rows" (C is a mean over positions); 0 turns it off.
+    corpus_weight: float = 10.0
 
 
 @dataclass
@@ -161,6 +165,38 @@ def build_rows(
     return Rows(keys, values, n_edit, key_caps + val_caps + pres_caps)
 
 
+CORPUS_FILE = "locedit_corpus.txt"
+GENERIC_CORPUS = Path(__file__).with_name("corpus.txt")
+
+
+def read_corpus(path: str | Path) -> list[str]:
+    """Captions of a corpus file: one per line; blank lines and lines starting with # are skipped."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"corpus file {str(path)!r} does not exist")
+    return [line.strip() for line in file.read_text().splitlines() if line.strip() and not line.startswith("#")]
+
+
+def default_corpus(pipe) -> tuple[list[str], str]:
+    """(captions, source): the model folder's locedit_corpus.txt, else locedit's generic corpus."""
+    folder = getattr(pipe, "name_or_path", None)
+    if folder and (Path(folder) / CORPUS_FILE).is_file():
+        return read_corpus(Path(folder) / CORPUS_FILE), str(Path(folder) / CORPUS_FILE)
+    return read_corpus(GENERIC_CORPUS), "locedit generic corpus"
+
+
+def encodable(handle: TextEncoderHandle, captions: Sequence[str]) -> list[str]:
+    """The captions this encoder's tokenizer encodes without unknown tokens and within its context."""
+    unk = getattr(handle.tokenizer, "unk_token_id", None)
+    keep = []
+    for caption in captions:
+        ids = handle.tokenizer(caption, truncation=False).input_ids
+        # unk may be the end token (CLIP): look between the start and end tokens only
+        if len(ids) <= handle.context_length and (unk is None or unk not in ids[1:-1]):
+            keep.append(caption)
+    return keep
+
+
 @torch.no_grad()
 def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int = 0, batch: int = 64) -> torch.Tensor:
     """C = mean of k k^T over every position of every caption, (d_in, d_in), float64."""
@@ -236,12 +272,14 @@ def quickfix(
     positions = positions or cfg.positions
     layer = cfg.layer if layer is None else int(layer)
     encoder = cfg.encoder if encoder is None else encoder
-    corpus = list(cfg.corpus if corpus is None else corpus)
+    corpus = cfg.corpus if corpus is None else corpus
     corpus_weight = cfg.corpus_weight if corpus_weight is None else float(corpus_weight)
+    explicit_corpus = corpus is not None
+    corpus, corpus_source = (list(corpus), "given") if explicit_corpus else default_corpus(pipe)
     pair_list = normalize_pairs(pairs)
     preserve = [c.strip() for c in preserve if c.strip()]
-    if corpus_weight < 0 or (corpus_weight > 0 and not corpus):
-        raise ValueError("corpus_weight must be >= 0 and needs a non-empty corpus of captions")
+    if corpus_weight < 0 or (corpus_weight > 0 and explicit_corpus and not corpus):
+        raise ValueError("corpus_weight must be >= 0 and needs a non-empty corpus of captions (or corpus_weight=0)")
     if positions not in POSITION_MODES:
         raise ValueError(f"unknown positions {positions!r}; use one of {', '.join(POSITION_MODES)}")
     if not lam > 0:
@@ -256,7 +294,10 @@ def quickfix(
         target = attn_out_target(handle.name, handle.index, layer)
         rows = build_rows(handle, pair_list, preserve, templates, positions, layer, cfg.solve_dtype)
         w = handle.module("attn_out", layer).weight.detach()
-        cov = corpus_weight * key_second_moment(handle, corpus, layer).to(cfg.solve_dtype) if corpus_weight > 0 else None
+        usable = encodable(handle, corpus) if corpus_weight > 0 else []
+        if corpus_weight > 0 and explicit_corpus and not usable:
+            raise ValueError(f"no caption of the corpus can be encoded by {handle.name} (unknown words or too long)")
+        cov = corpus_weight * key_second_moment(handle, usable, layer).to(cfg.solve_dtype) if usable else None
         w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam, cov)
         edit_k, edit_v = rows.keys[: rows.n_edit], rows.values[: rows.n_edit]
         err = (edit_k @ w_new.T - edit_v).norm(dim=1) / edit_v.norm(dim=1).clamp_min(1e-12)
@@ -264,6 +305,7 @@ def quickfix(
         after[target.name] = w_new.to(w.dtype).cpu()
         stats[target.name] = {
             "key_rows": rows.n_edit,
+            "corpus_captions": len(usable),
             "preserve_rows": int(rows.keys.shape[0] - rows.n_edit),
             "rel_error_mean": float(err.mean()),
             "rel_error_max": float(err.max()),
@@ -279,7 +321,7 @@ def quickfix(
             "preserve": preserve,
             "templates": list(templates),
             "lam": lam,
-            "corpus_size": len(corpus) if corpus_weight > 0 else 0,
+            "corpus_source": corpus_source if corpus_weight > 0 else None,
             "corpus_weight": corpus_weight,
             "positions": positions,
             "layer": layer,
