@@ -70,6 +70,8 @@ BAD_EDIT_ARGS = {
     "template without slot": (["--remove", "a", "--to", "b", "--templates", "TEMPLATES_NOSLOT"], "exactly once"),
     "caption too long": (["--remove", "a", "--to", "b", "--templates", "TEMPLATES_LONG"], "context is 77"),
     "bad dtype": (["--remove", "a", "--to", "b", "--dtype", "float8"], "unknown dtype"),
+    "corpus file missing": (["--remove", "a", "--to", "b", "--corpus", "/no/such/corpus.txt"], "does not exist"),
+    "negative corpus weight": (["--remove", "a", "--to", "b", "--corpus-weight", "-1"], "--corpus-weight must be >= 0"),
 }
 
 

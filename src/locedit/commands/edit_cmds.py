@@ -27,6 +27,9 @@ def register(sub) -> None:
     p.add_argument("--preserve", nargs="+", default=[], metavar="C", help="concepts that must stay as they are")
     p.add_argument("--templates", metavar="FILE", help="caption templates, one per line, '{}' marks the concept")
     p.add_argument("--lam", type=float, default=None, help="ridge strength λ (default 0.01)")
+    p.add_argument("--corpus", metavar="FILE", help="captions (one per line) whose outputs the edit keeps in place; "
+                   "default: the model folder's locedit_corpus.txt, else locedit's generic corpus")
+    p.add_argument("--corpus-weight", type=float, default=None, help="weight μ of the corpus term (default 10; 0 = off)")
     p.add_argument("--positions", choices=["last", "last+after"], default=None, help="edited token positions (default last+after)")
     p.add_argument("--encoder", default="both", help="text encoder to edit: 1, 2 or both (SDXL); default both")
     p.add_argument("--out", metavar="EDIT", help="write the edit file (.safetensors)")
@@ -105,6 +108,15 @@ def run_edit(args) -> int:
     templates = read_templates(args.templates)
     if args.lam is not None and not args.lam > 0:
         raise ValueError(f"--lam must be > 0 (got {args.lam})")
+    if args.corpus_weight is not None and args.corpus_weight < 0:
+        raise ValueError(f"--corpus-weight must be >= 0 (got {args.corpus_weight})")
+    corpus = None
+    if args.corpus is not None:
+        from locedit.edit.quickfix import read_corpus
+
+        corpus = read_corpus(args.corpus)
+        if not corpus:
+            raise ValueError(f"corpus file {args.corpus!r} has no captions")
     if args.lora_rank is not None and args.lora_rank < 1:
         raise ValueError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
     check_output_file(args.out, "--out")
@@ -116,7 +128,7 @@ def run_edit(args) -> int:
     pipe = load_model(args)
     edit = quickfix(
         pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
-        encoder=args.encoder,
+        encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight,
     )
     print(edit.summary())
     print(f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")
