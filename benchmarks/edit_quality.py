@@ -37,18 +37,24 @@ def corpus(n: int = 256, seed: int = 0) -> list[str]:
 
 
 def variants(preserve: list[str], captions: list[str]) -> dict[str, dict]:
+    """QuickFix settings compared; corpus_weight=0 marks the variants without the covariance term."""
+    plain = dict(corpus_weight=0.0)
+    cov = lambda mu: dict(corpus=captions, corpus_weight=mu)  # noqa: E731
     return {
-        "last": dict(positions="last"),
-        "last+after": dict(positions="last+after"),
-        "last+after +preserve": dict(positions="last+after", preserve=preserve),
-        "last+after +preserve λ=0.1": dict(positions="last+after", preserve=preserve, lam=0.1),
-        "last+after +preserve λ=1": dict(positions="last+after", preserve=preserve, lam=1.0),
-        "last+after +preserve λ=10": dict(positions="last+after", preserve=preserve, lam=10.0),
-        "last+after +cov μ=1": dict(positions="last+after", corpus=captions, corpus_weight=1.0),
-        "last+after +cov μ=10": dict(positions="last+after", corpus=captions, corpus_weight=10.0),
-        "last+after +cov μ=100": dict(positions="last+after", corpus=captions, corpus_weight=100.0),
-        "last+after +preserve +cov μ=10": dict(positions="last+after", preserve=preserve, corpus=captions, corpus_weight=10.0),
-        "last +preserve +cov μ=10": dict(positions="last", preserve=preserve, corpus=captions, corpus_weight=10.0),
+        "last": dict(positions="last", **plain),
+        "last+after": dict(positions="last+after", **plain),
+        "last+after +preserve": dict(positions="last+after", preserve=preserve, **plain),
+        "last+after +preserve λ=0.1": dict(positions="last+after", preserve=preserve, lam=0.1, **plain),
+        "last+after +preserve λ=1": dict(positions="last+after", preserve=preserve, lam=1.0, **plain),
+        "last+after +preserve λ=10": dict(positions="last+after", preserve=preserve, lam=10.0, **plain),
+        "last+after +cov μ=1": dict(positions="last+after", **cov(1.0)),
+        "last+after +cov μ=10": dict(positions="last+after", **cov(10.0)),
+        "last+after +cov μ=100": dict(positions="last+after", **cov(100.0)),
+        "last+after +preserve +cov μ=10": dict(positions="last+after", preserve=preserve, **cov(10.0)),
+        "last +cov μ=10": dict(positions="last", **cov(10.0)),
+        "last +cov μ=100": dict(positions="last", **cov(100.0)),
+        "last +preserve +cov μ=10": dict(positions="last", preserve=preserve, **cov(10.0)),
+        "library default": dict(),
     }
 
 

@@ -6,11 +6,16 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 DATA = Path(__file__).parent / "data"
+
+# Tiny models run fastest on one thread; several threads per process on a small, busy machine
+# (CI's 2 cores, other test processes) spend their time in contention.
+torch.set_num_threads(1)
 FAMILIES = ("sd1", "sd2", "sdxl")
 
 
