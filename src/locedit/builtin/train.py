@@ -1,0 +1,691 @@
+"""Training recipe of the built-in ``builtin:shapes`` model, the way Stable Diffusion was built.
+
+Stages (each deterministic, seeded, resumable from atomic safetensors + JSON checkpoints):
+  vae        AutoencoderKL, 32×32×3 images -> 4×16×16 latents (MSE + small KL);
+  clip       CLIP-style contrastive pre-training of the CLIPTextModel (pooled at the first EOS)
+             against a small CNN image tower (InfoNCE, every batch holds each seen combination once);
+  classifier the shape/style/size CNN of the classifier scorer (colour is a hue rule);
+  unet       UNet2DConditionModel on VAE latents, text encoder FROZEN (caption dropout 10% for
+             classifier-free guidance, min-SNR-5 weighting, EMA);
+  assemble   writes the diffusers StableDiffusionPipeline folder.
+
+Usage: ``python -m locedit.builtin.train --out DIR [--stage vae|clip|unet|classifier|assemble|all]
+[--steps N] [--quiet] [--export FOLDER]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm.auto import tqdm
+
+from locedit.builtin import world
+from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_tokenizer
+
+STAGES = ("vae", "clip", "classifier", "unet", "assemble")
+_EPS = 1e-8
+
+
+# ---------------------------------------------------------------- hyper-parameters
+@dataclass
+class VAEConfig:
+    """AutoencoderKL hyper-parameters (latent 4×16×16 for a 32×32 image)."""
+
+    steps: int = 500  # optimiser steps (the shipped VAE: 400 steps of a 700-step schedule, then resumed to 500)
+    batch: int = 32  # images per step
+    lr: float = 1e-3  # AdamW peak learning rate (cosine decay to 10%)
+    kl_weight: float = 1e-6  # weight of the KL term against the per-pixel MSE
+    block_out_channels: tuple[int, ...] = (32, 64)  # two blocks -> one 2× downsampling
+    seed: int = 1  # seed of data and init
+    eval_n: int = 256  # fresh images for the reconstruction metric
+
+
+@dataclass
+class ClipConfig:
+    """Contrastive text-encoder pre-training hyper-parameters."""
+
+    steps: int = 400  # optimiser steps; a batch holds every seen combination once (+ entities)
+    lr: float = 2e-3  # AdamW peak learning rate (cosine decay to 10%)
+    width: int = 64  # text hidden size = projection size = UNet cross-attention width
+    layers: int = 4  # transformer layers of the text encoder
+    heads: int = 4  # attention heads
+    seed: int = 2  # seed of data and init
+    eval_n: int = 200  # fresh images per split for zero-shot retrieval
+
+
+@dataclass
+class ClassifierConfig:
+    """Shape/style/size CNN hyper-parameters (the classifier scorer)."""
+
+    steps: int = 600  # optimiser steps
+    batch: int = 64  # images per step
+    lr: float = 2e-3  # AdamW peak learning rate (cosine decay to 10%)
+    seed: int = 3  # seed of data and init
+    eval_n: int = 500  # fresh images for the accuracy metrics
+
+
+@dataclass
+class UNetConfig:
+    """Latent-diffusion UNet hyper-parameters."""
+
+    steps: int = 3600  # optimiser steps
+    batch: int = 48  # image–caption pairs per step
+    lr: float = 1e-3  # AdamW peak learning rate (warm-up then cosine decay to 10%)
+    warmup: int = 100  # linear warm-up steps
+    block_out_channels: tuple[int, ...] = (32, 64, 64)  # 16×16 -> 8×8 -> 4×4 latents
+    caption_dropout: float = 0.1  # share of empty captions (classifier-free guidance)
+    min_snr_gamma: float = 5.0  # min-SNR loss weighting, gamma
+    ema_decay: float = 0.999  # EMA decay of the shipped weights
+    pool_size: int = 16384  # training images, VAE-encoded once (each seen ~9× with fresh noise/caption)
+    seed: int = 4  # seed of data and init
+
+
+@dataclass
+class TrainConfig:
+    """All stages' hyper-parameters."""
+
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    checkpoint_every: int = 100  # steps between checkpoints
+
+
+# ---------------------------------------------------------------- io helpers
+def _atomic_json(path: Path, obj: dict) -> None:
+    """Write JSON atomically (temp file + os.replace)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def _atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
+    """Write safetensors atomically (temp file + os.replace)."""
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
+    os.chmod(tmp, 0o644)
+    os.replace(tmp, path)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
+    """Flatten an Adam-type optimiser state to named tensors."""
+    out = {}
+    for idx, st in opt.state_dict()["state"].items():
+        for name, value in st.items():
+            out[f"{idx}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    return out
+
+
+def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]) -> None:
+    """Inverse of _optimizer_tensors (param groups come from the live optimiser)."""
+    sd = opt.state_dict()
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        idx, name = key.split(".", 1)
+        state.setdefault(int(idx), {})[name] = value
+    sd["state"] = state
+    opt.load_state_dict(sd)
+
+
+class Checkpoint:
+    """A stage's resumable state: ``<dir>/<stage>.safetensors`` (model/EMA/optimiser) + ``.json``."""
+
+    def __init__(self, out: Path, stage: str):
+        self.tensors_path = out / f"{stage}.ckpt.safetensors"
+        self.state_path = out / f"{stage}.ckpt.json"
+
+    def exists(self) -> bool:
+        return self.state_path.exists() and self.tensors_path.exists()
+
+    def save(self, step: int, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, extra: dict) -> None:
+        tensors = {}
+        for prefix, module in modules.items():
+            tensors.update({f"{prefix}/{k}": v for k, v in module.state_dict().items()})
+        tensors.update({f"optim/{k}": v for k, v in _optimizer_tensors(opt).items()})
+        _atomic_safetensors(self.tensors_path, tensors)
+        _atomic_json(self.state_path, {"step": step, **extra})  # written last: marks the pair valid
+
+    def load(self, modules: dict[str, nn.Module], opt: torch.optim.Optimizer) -> dict:
+        tensors = load_file(str(self.tensors_path))
+        for prefix, module in modules.items():
+            sub = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
+            module.load_state_dict(sub)
+        _load_optimizer(opt, {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")})
+        return json.loads(self.state_path.read_text())
+
+
+def _lr_at(step: int, total: int, peak: float, warmup: int = 0) -> float:
+    """Linear warm-up then cosine decay from ``peak`` to 10% of it."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, t))))
+
+
+def _step_rng(seed: int, step: int) -> tuple[np.random.Generator, torch.Generator]:
+    """Per-step generators: a resumed run draws exactly the batches of an uninterrupted one."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    return np.random.default_rng([seed, step]), g
+
+
+def _progress(total: int, start: int, desc: str, quiet: bool) -> tqdm:
+    return tqdm(total=total, initial=start, desc=desc, disable=quiet, dynamic_ncols=True)
+
+
+# ---------------------------------------------------------------- model builders
+def build_vae(cfg: VAEConfig):
+    """A small AutoencoderKL: 3×32×32 images <-> 4×16×16 latents."""
+    from diffusers import AutoencoderKL
+
+    n = len(cfg.block_out_channels)
+    return AutoencoderKL(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n,
+        block_out_channels=cfg.block_out_channels,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=16,
+        sample_size=world.IMAGE_SIZE,
+    )
+
+
+def build_text_encoder(cfg: ClipConfig, vocab_size: int, bos_id: int, eos_id: int):
+    """A CLIPTextModel over the world vocabulary (pooled at the first EOS token)."""
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    config = CLIPTextConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.width,
+        intermediate_size=4 * cfg.width,
+        projection_dim=cfg.width,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        max_position_embeddings=MODEL_MAX_LENGTH,
+        hidden_act="quick_gelu",
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,  # != 2, so transformers pools at the first EOS (CLIP's rule)
+        pad_token_id=eos_id,
+    )
+    return CLIPTextModel(config)
+
+
+class ImageTower(nn.Module):
+    """Small CNN image encoder of the contrastive pre-training: (B,3,32,32) in [-1,1] -> (B, width)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.GELU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.GELU(),
+            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(128, 128, 3, stride=2, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Linear(128, width),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class ContrastiveHeads(nn.Module):
+    """CLIP's text projection and learnable temperature (log of the logit scale)."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.text_projection = nn.Linear(width, width, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
+
+
+def build_unet(cfg: UNetConfig, cross_attention_dim: int):
+    """UNet2DConditionModel on 4×16×16 latents with cross-attention to the text states."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=16,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=1,
+        block_out_channels=cfg.block_out_channels,
+        down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=8,
+        norm_num_groups=16,
+    )
+
+
+def noise_scheduler_config() -> dict:
+    """Stable Diffusion's training noise schedule (1000 steps, scaled-linear betas, epsilon)."""
+    return {
+        "num_train_timesteps": 1000,
+        "beta_start": 0.00085,
+        "beta_end": 0.012,
+        "beta_schedule": "scaled_linear",
+        "prediction_type": "epsilon",
+        "steps_offset": 1,
+    }
+
+
+def load_tokenizer(out: Path):
+    """The world's CLIPTokenizer, written once under ``out/tokenizer``."""
+    from transformers import CLIPTokenizer
+
+    folder = out / "tokenizer"
+    if not (folder / "vocab.json").exists():
+        write_tokenizer(folder, world.vocabulary())
+    return CLIPTokenizer.from_pretrained(str(folder))
+
+
+def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
+    """Token ids (B, MODEL_MAX_LENGTH), padded with EOS like Stable Diffusion's pipeline."""
+    enc = tokenizer(captions, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True, return_tensors="pt")
+    return enc.input_ids
+
+
+def to_model_range(images: np.ndarray) -> torch.Tensor:
+    """(B,3,H,W) float in [0,1] -> torch tensor in [-1,1]."""
+    return torch.from_numpy(images) * 2.0 - 1.0
+
+
+def _stage_done(out: Path, stage: str) -> dict | None:
+    path = out / f"{stage}.done.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ---------------------------------------------------------------- stage: VAE
+def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
+    """Train the AutoencoderKL; writes ``out/vae`` (diffusers) and returns metrics."""
+    torch.manual_seed(cfg.seed)
+    vae = build_vae(cfg)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    ckpt = Checkpoint(out, "vae")
+    start, elapsed = 0, 0.0
+    if ckpt.exists():
+        state = ckpt.load({"vae": vae}, opt)
+        start, elapsed = state["step"], state["elapsed_s"]
+    t0 = time.time() - elapsed
+    bar = _progress(cfg.steps, start, "vae", quiet)
+    for step in range(start, cfg.steps):
+        rng, gen = _step_rng(cfg.seed, step)
+        x = to_model_range(world.render_batch([world.sample(rng, held_out=rng.random() < 0.1) for _ in range(cfg.batch)]))
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
+        post = vae.encode(x).latent_dist
+        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
+        rec = vae.decode(z).sample
+        mse = F.mse_loss(rec, x)
+        kl = post.kl().mean() / x[0].numel()
+        loss = mse + cfg.kl_weight * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(1)
+        bar.set_postfix(mse01=f"{mse.item() / 4:.4f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps:
+            ckpt.save(step + 1, {"vae": vae}, opt, {"elapsed_s": time.time() - t0})
+    bar.close()
+    vae.eval()
+    metrics = evaluate_vae(vae, n=cfg.eval_n)
+    vae.register_to_config(scaling_factor=metrics["scaling_factor"])
+    vae.save_pretrained(str(out / "vae"), safe_serialization=True)
+    metrics["train_s"] = time.time() - t0
+    _atomic_json(out / "vae.done.json", metrics)
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_vae(vae, n: int = 256, seed: int = 12345) -> dict:
+    """Reconstruction MSE in [0,1] pixel units on fresh images and the latent scaling factor."""
+    rng = np.random.default_rng(seed)
+    x = to_model_range(world.render_batch([world.sample(rng) for _ in range(n)]))
+    post = vae.encode(x).latent_dist
+    rec = vae.decode(post.mean).sample.clamp(-1, 1)
+    mse01 = F.mse_loss((rec + 1) / 2, (x + 1) / 2).item()
+    z = post.sample(torch.Generator().manual_seed(seed))
+    return {"recon_mse_01": mse01, "scaling_factor": float(1.0 / z.std().item())}
+
+
+# ---------------------------------------------------------------- stage: CLIP
+def _clip_batch(rng: np.random.Generator) -> tuple[list[world.Record], list[str], list[tuple]]:
+    """Every seen combination once (random template, fresh rendering) plus each entity once."""
+    records, captions, keys = [], [], []
+    for shape, colour, style, size in world.seen_combinations():
+        rec = world.Record(shape, colour, style, size, seed=int(rng.integers(2**31)))
+        records.append(rec)
+        captions.append(world.caption(rec, world.TRAIN_TEMPLATES[int(rng.integers(len(world.TRAIN_TEMPLATES)))]))
+        keys.append((shape, colour, style, size))
+    for name, base in sorted(world.ENTITIES.items()):
+        rec = world.Record(base.shape, base.colour, base.style, base.size, entity=name, seed=int(rng.integers(2**31)))
+        records.append(rec)
+        captions.append(world.caption(rec, world.ENTITY_TEMPLATES[int(rng.integers(len(world.ENTITY_TEMPLATES)))]))
+        keys.append((rec.shape, rec.colour, rec.style, rec.size))
+    return records, captions, keys
+
+
+def _clip_embed_text(text_encoder, heads: ContrastiveHeads, ids: torch.Tensor) -> torch.Tensor:
+    pooled = text_encoder(input_ids=ids).pooler_output
+    return F.normalize(heads.text_projection(pooled), dim=-1)
+
+
+def train_clip(out: Path, cfg: ClipConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
+    """Contrastive pre-training of the text encoder; writes ``out/text_encoder`` and returns metrics."""
+    tok = load_tokenizer(out)
+    torch.manual_seed(cfg.seed)
+    text = build_text_encoder(cfg, len(tok), tok.bos_token_id, tok.eos_token_id)
+    tower = ImageTower(cfg.width)
+    heads = ContrastiveHeads(cfg.width)
+    modules = {"text": text, "tower": tower, "heads": heads}
+    params = [p for m in modules.values() for p in m.parameters()]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    ckpt = Checkpoint(out, "clip")
+    start, elapsed = 0, 0.0
+    if ckpt.exists():
+        state = ckpt.load(modules, opt)
+        start, elapsed = state["step"], state["elapsed_s"]
+    t0 = time.time() - elapsed
+    bar = _progress(cfg.steps, start, "clip", quiet)
+    for step in range(start, cfg.steps):
+        rng, _ = _step_rng(cfg.seed, step)
+        records, captions, keys = _clip_batch(rng)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
+        img = F.normalize(tower(to_model_range(world.render_batch(records))), dim=-1)
+        txt = _clip_embed_text(text, heads, tokenize(tok, captions))
+        logits = heads.logit_scale.clamp(max=math.log(100)).exp() * img @ txt.T
+        key_ids = torch.tensor([hash(k) for k in keys])
+        target = (key_ids[:, None] == key_ids[None, :]).float()  # entity captions share their combo
+        target = target / target.sum(dim=1, keepdim=True)
+        loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps:
+            ckpt.save(step + 1, modules, opt, {"elapsed_s": time.time() - t0})
+    bar.close()
+    text.eval()
+    tower.eval()
+    metrics = evaluate_clip(text, tower, heads, tok, n=cfg.eval_n)
+    save_text_encoder(text, out / "text_encoder")
+    metrics["train_s"] = time.time() - t0
+    _atomic_json(out / "clip.done.json", metrics)
+    return metrics
+
+
+def save_text_encoder(text_encoder, folder: Path) -> None:
+    """Save a CLIPTextModel with ``text_model.``-prefixed keys, which transformers 4.x and 5.x both load."""
+    folder.mkdir(parents=True, exist_ok=True)
+    text_encoder.config.save_pretrained(str(folder))
+    sd = text_encoder.state_dict()
+    sd = {(k if k.startswith("text_model.") else f"text_model.{k}"): v for k, v in sd.items()}
+    _atomic_safetensors(folder / "model.safetensors", sd)
+
+
+@torch.no_grad()
+def evaluate_clip(text_encoder, tower: ImageTower, heads: ContrastiveHeads, tok, n: int = 200, seed: int = 777) -> dict:
+    """Zero-shot retrieval accuracy per attribute: pick the caption that varies only that attribute.
+
+    Reported on seen and held-out combinations, with the attribute template and the artist template.
+    """
+    rng = np.random.default_rng(seed)
+    values = {"shape": world.SHAPES, "colour": world.COLOURS, "style": world.STYLES, "size": world.SIZES}
+    metrics: dict[str, float] = {}
+    for split in ("seen", "held_out"):
+        records = [world.sample(rng, held_out=split == "held_out") for _ in range(n)]
+        img = F.normalize(tower(to_model_range(world.render_batch(records))), dim=-1)
+        for tname, template in (("attr", world.TRAIN_TEMPLATES[0]), ("artist", world.TRAIN_TEMPLATES[3])):
+            for attr, vals in values.items():
+                correct = 0
+                for i, rec in enumerate(records):
+                    caps = [world.caption(world.Record(**{**rec.attributes, attr: v}), template) for v in vals]
+                    txt = _clip_embed_text(text_encoder, heads, tokenize(tok, caps))
+                    correct += int(vals[int((txt @ img[i]).argmax())] == rec.attributes[attr])
+                metrics[f"retrieval_{split}_{tname}_{attr}"] = correct / n
+    return metrics
+
+
+# ---------------------------------------------------------------- stage: classifier
+def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
+    """Train the shape/style/size CNN on all combinations; writes ``out/classifier.safetensors``."""
+    from locedit.builtin.classifier import HEADS, ShapesCNN, ShapesClassifier, augment
+
+    torch.manual_seed(cfg.seed)
+    net = ShapesCNN()
+    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    ckpt = Checkpoint(out, "classifier")
+    start, elapsed = 0, 0.0
+    if ckpt.exists():
+        state = ckpt.load({"net": net}, opt)
+        start, elapsed = state["step"], state["elapsed_s"]
+    t0 = time.time() - elapsed
+    bar = _progress(cfg.steps, start, "classifier", quiet)
+    for step in range(start, cfg.steps):
+        rng, gen = _step_rng(cfg.seed, step)
+        records = [world.sample(rng, held_out=rng.random() < 0.12) for _ in range(cfg.batch)]
+        x = augment(torch.from_numpy(world.render_batch(records)), gen)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
+        logits = net(x)
+        loss = sum(
+            F.cross_entropy(logits[attr], torch.tensor([vals.index(r.attributes[attr]) for r in records]))
+            for attr, vals in HEADS.items()
+        )
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.3f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps:
+            ckpt.save(step + 1, {"net": net}, opt, {"elapsed_s": time.time() - t0})
+    bar.close()
+    net.eval()
+    _atomic_safetensors(out / "classifier.safetensors", net.state_dict())
+    clf = ShapesClassifier(net)
+    metrics = clf.accuracy_on_world(n=cfg.eval_n, seed=4242)
+    vae_dir = out / "vae"
+    if (vae_dir / "config.json").exists():
+        from diffusers import AutoencoderKL
+
+        metrics.update({f"vae_{k}": v for k, v in clf.accuracy_on_world(n=cfg.eval_n, seed=4243, vae=AutoencoderKL.from_pretrained(str(vae_dir))).items()})
+    metrics["train_s"] = time.time() - t0
+    _atomic_json(out / "classifier.done.json", metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------- stage: UNet
+def _pool_records(cfg: UNetConfig) -> list[world.Record]:
+    """The UNet's fixed image pool: seen combinations, ~ENTITY_PROB of them entity records."""
+    rng = np.random.default_rng([cfg.seed, 10**9])
+    return [world.sample_training_pair(rng)[0] for _ in range(cfg.pool_size)]
+
+
+def _training_caption(record: world.Record, rng: np.random.Generator) -> str:
+    """A training caption for a pool record: an entity template for entity records, else a training template."""
+    templates = world.ENTITY_TEMPLATES if record.entity else world.TRAIN_TEMPLATES
+    return world.caption(record, templates[int(rng.integers(len(templates)))])
+
+
+@torch.no_grad()
+def _latent_pool(out: Path, vae, cfg: UNetConfig) -> tuple[list[world.Record], torch.Tensor, torch.Tensor]:
+    """(records, latent means, latent stds (N,4,16,16)) of the pool, encoded once and cached in ``out``."""
+    records = _pool_records(cfg)
+    path = out / "unet_pool.safetensors"
+    if path.exists():
+        t = load_file(str(path))
+        if t["mean"].shape[0] == len(records):
+            return records, t["mean"], t["std"]
+    means, stds = [], []
+    for i in range(0, len(records), 64):
+        post = vae.encode(to_model_range(world.render_batch(records[i : i + 64]))).latent_dist
+        means.append(post.mean)
+        stds.append(post.std)
+    mean, std = torch.cat(means), torch.cat(stds)
+    _atomic_safetensors(path, {"mean": mean, "std": std})
+    return records, mean, std
+
+
+def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
+    """Train the UNet on frozen VAE latents and frozen text states; writes ``out/unet`` (EMA)."""
+    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tok = load_tokenizer(out)
+    vae = AutoencoderKL.from_pretrained(str(out / "vae")).eval().requires_grad_(False)
+    text = CLIPTextModel.from_pretrained(str(out / "text_encoder")).eval().requires_grad_(False)
+    sched = DDPMScheduler(**noise_scheduler_config())
+    alphas_cumprod = sched.alphas_cumprod
+    snr_all = alphas_cumprod / (1 - alphas_cumprod)
+    torch.manual_seed(cfg.seed)
+    unet = build_unet(cfg, text.config.hidden_size)
+    ema = build_unet(cfg, text.config.hidden_size).requires_grad_(False)
+    ema.load_state_dict(unet.state_dict())
+    opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
+    ckpt = Checkpoint(out, "unet")
+    start, elapsed = 0, 0.0
+    if ckpt.exists():
+        state = ckpt.load({"unet": unet, "ema": ema}, opt)
+        start, elapsed = state["step"], state["elapsed_s"]
+    t0 = time.time() - elapsed
+    scale = vae.config.scaling_factor
+    pool_records, pool_mean, pool_std = _latent_pool(out, vae, cfg)
+    bar = _progress(cfg.steps, start, "unet", quiet)
+    running = None
+    for step in range(start, cfg.steps):
+        rng, gen = _step_rng(cfg.seed, step)
+        idx = rng.integers(len(pool_records), size=cfg.batch)
+        captions = [_training_caption(pool_records[i], rng) for i in idx]
+        captions = ["" if rng.random() < cfg.caption_dropout else c for c in captions]
+        idx_t = torch.from_numpy(idx)
+        mean, std = pool_mean[idx_t], pool_std[idx_t]
+        latents = (mean + std * torch.randn(mean.shape, generator=gen)) * scale
+        with torch.no_grad():
+            states = text(input_ids=tokenize(tok, captions)).last_hidden_state
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, sched.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        noisy = sched.add_noise(latents, noise, t)
+        for group in opt.param_groups:
+            group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=cfg.warmup)
+        pred = unet(noisy, t, encoder_hidden_states=states).sample
+        snr = snr_all[t]
+        weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
+        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), unet.parameters()):
+                pe.lerp_(p, 1 - decay)
+        running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
+        bar.update(1)
+        bar.set_postfix(loss=f"{running:.4f}")
+        if (step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps:
+            ckpt.save(step + 1, {"unet": unet, "ema": ema}, opt, {"elapsed_s": time.time() - t0, "loss": running})
+    bar.close()
+    ema.save_pretrained(str(out / "unet"), safe_serialization=True)
+    metrics = {"train_s": time.time() - t0, "final_loss_ema": running, "steps": cfg.steps, "batch": cfg.batch}
+    _atomic_json(out / "unet.done.json", metrics)
+    return metrics
+
+
+# ---------------------------------------------------------------- assemble
+def assemble(out: Path, export: Path) -> Path:
+    """Write the StableDiffusionPipeline folder ``export`` from the trained stages under ``out``."""
+    import shutil
+
+    from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    tok = load_tokenizer(out)
+    pipe = StableDiffusionPipeline(
+        vae=AutoencoderKL.from_pretrained(str(out / "vae")),
+        text_encoder=CLIPTextModel.from_pretrained(str(out / "text_encoder")),
+        tokenizer=tok,
+        unet=UNet2DConditionModel.from_pretrained(str(out / "unet")),
+        scheduler=DPMSolverMultistepScheduler(**noise_scheduler_config(), algorithm_type="dpmsolver++"),
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    tmp = export.with_name(export.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    pipe.save_pretrained(str(tmp), safe_serialization=True)
+    save_text_encoder(pipe.text_encoder, tmp / "text_encoder")  # v4-style keys, loaded by v4 and v5
+    write_tokenizer(tmp / "tokenizer", world.vocabulary())  # vocab.json + merges.txt for v4 and v5
+    if export.exists():
+        shutil.rmtree(export)
+    os.replace(tmp, export)
+    return export
+
+
+# ---------------------------------------------------------------- cli
+def run(out: Path, stages: list[str], config: TrainConfig, quiet: bool = False, export: Path | None = None) -> dict:
+    """Run ``stages`` in order into ``out`` (skipping finished ones); returns their metrics."""
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic_json(out / "config.json", asdict(config))
+    metrics: dict[str, dict] = {}
+    every = config.checkpoint_every
+    for stage in stages:
+        done = _stage_done(out, stage)
+        if done is not None:
+            metrics[stage] = done
+            continue
+        if stage == "vae":
+            metrics[stage] = train_vae(out, config.vae, quiet, every)
+        elif stage == "clip":
+            metrics[stage] = train_clip(out, config.clip, quiet, every)
+        elif stage == "classifier":
+            metrics[stage] = train_classifier(out, config.classifier, quiet, every)
+        elif stage == "unet":
+            metrics[stage] = train_unet(out, config.unet, quiet, every)
+        elif stage == "assemble":
+            metrics[stage] = {"folder": str(assemble(out, export or out / "pipeline"))}
+        if not quiet:
+            print(f"[{stage}] {json.dumps(metrics[stage])}", flush=True)
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m locedit.builtin.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, required=True, help="checkpoint / output directory")
+    parser.add_argument("--stage", default="all", choices=(*STAGES, "all"), help="stage to run (default: all)")
+    parser.add_argument("--steps", type=int, default=None, help="override the stage's step count")
+    parser.add_argument("--batch", type=int, default=None, help="override the stage's batch size")
+    parser.add_argument("--export", type=Path, default=None, help="pipeline folder to assemble (default OUT/pipeline)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar / logging")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    config = TrainConfig(checkpoint_every=args.checkpoint_every)
+    stages = list(STAGES) if args.stage == "all" else [args.stage]
+    for name in ("vae", "clip", "classifier", "unet"):
+        sub = getattr(config, name)
+        if args.steps is not None and (args.stage in ("all", name)):
+            sub.steps = args.steps
+        if args.batch is not None and hasattr(sub, "batch") and args.stage in ("all", name):
+            sub.batch = args.batch
+    metrics = run(args.out, stages, config, quiet=args.quiet, export=args.export)
+    if not args.quiet:
+        print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    main()
