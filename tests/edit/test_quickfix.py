@@ -229,3 +229,19 @@ def test_default_corpus_keeps_corpus_captions_in_place(load_tiny, tiny_dirs, tmp
     assert default_corpus(load_pipeline(folder)) == (["a photo of a cat", "a red car"], str(folder / CORPUS_FILE))
     with pytest.raises(ValueError, match="non-empty corpus"):
         quickfix(pipe, [("van gogh", "painting")], corpus=[])
+
+
+def test_second_moment_cache_follows_the_weights(load_tiny):
+    from locedit.edit.quickfix import _second_moment, key_second_moment
+
+    handle = text_encoders(load_tiny("sd1"))[0]
+    captions = ["a photo of a cat", "a red car"]
+    first = key_second_moment(handle, captions)
+    assert key_second_moment(handle, captions) is first  # reused
+    with torch.no_grad():
+        handle.module("attn_out", 0).weight.mul_(2.0)  # the edited weight does not enter the keys
+    assert key_second_moment(handle, captions) is first
+    with torch.no_grad():
+        handle.module("token_embedding").weight.mul_(1.5)
+    again = key_second_moment(handle, captions)
+    assert again is not first and torch.equal(again, _second_moment(handle, captions, 0, 64))

@@ -19,6 +19,7 @@ locedit does not (tests/edit/test_quickfix.py shows the difference).
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -197,9 +198,29 @@ def encodable(handle: TextEncoderHandle, captions: Sequence[str]) -> list[str]:
     return keep
 
 
-@torch.no_grad()
+# Second moments by text encoder: {(layer, captions, weight versions): C}. Keys depend on the token
+# and position embeddings and on the layers up to `layer`'s attention, not on the edited out_proj,
+# so repeated edits of one model reuse C; any in-place change of those weights changes the key.
+_MOMENTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _weights_version(handle: TextEncoderHandle, layer: int) -> tuple:
+    out_proj = {id(p) for p in handle.module("attn_out", layer).parameters()}
+    return tuple((p.data_ptr(), p._version) for p in handle.encoder.parameters() if id(p) not in out_proj)
+
+
 def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int = 0, batch: int = 64) -> torch.Tensor:
-    """C = mean of k k^T over every position of every caption, (d_in, d_in), float64."""
+    """C = mean of k k^T over every position of every caption, (d_in, d_in), float64 (cached)."""
+    key = (layer, tuple(captions), _weights_version(handle, layer))
+    cache = _MOMENTS.setdefault(handle.encoder, {})
+    if key not in cache:
+        cache.clear()  # one entry per encoder: the latest corpus and weights
+        cache[key] = _second_moment(handle, captions, layer, batch)
+    return cache[key]
+
+
+@torch.no_grad()
+def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int) -> torch.Tensor:
     total, count = None, 0
     for i in range(0, len(captions), batch):
         x = capture_keys(handle, list(captions[i : i + batch]), layer).flatten(0, 1).double()
