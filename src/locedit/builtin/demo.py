@@ -25,13 +25,13 @@ class DemoSettings:
     """What the demo runs. Defaults fit in about 3 minutes on a 2-core CPU."""
 
     steps: int = 20  # denoising steps of the evaluation generations (DPM-Solver++)
-    trace_steps: int = 10  # denoising steps of the traced generations (thousands of cells)
+    trace_steps: int = 8  # denoising steps of the traced generations (hundreds of cells)
     guidance: float = 5.0  # classifier-free guidance scale
     seeds: tuple[int, ...] = (0,)  # trace seeds
     noise: float | str = "auto"  # corruption scale ν; auto raises it until 80% of probes are destroyed
     trace_batch: int = 32  # restored rows per denoising loop
     probe_count: int = 3  # how many of shapes_probes() to trace (colour, style word, artist first)
-    text_states: tuple[str, ...] = ("residual", "attn", "mlp")  # text-encoder states traced
+    text_states: tuple[str, ...] = ("residual", "attn")  # text-encoder states traced (mlp: add "mlp")
     unet_layers: tuple[str, ...] | None = None  # UNet kinds/globs traced; None = every layer
     edit_key: str = "striped"  # style removed by the demo edit
     edit_value: str = "plain"  # ... and what it becomes
@@ -103,14 +103,19 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
             run_trace(req, pipe=pipe, quiet=quiet)
             draw_report(run_dir, work / "heatmaps")
             rows = read_results(run_dir)
+            # The most causal single states: self-attention outputs for the text encoder (restoring the
+            # residual stream at the subject trivially restores everything), layers below whole blocks
+            # for the UNet.
             if component == "text-encoder":
+                rows = [r for r in rows if r["state"] == "attn"] or rows
                 key = lambda r: {"prompt": r["prompt"], "layer": r["layer"], "token": r["token"], "state": r["state"]}  # noqa: E731
             else:
+                rows = [r for r in rows if r["state"] != "block"] or rows
                 key = lambda r: {"prompt": r["prompt"], "layer": r["layer"], "state": r["state"]}  # noqa: E731
             config = json.loads((run_dir / "config.json").read_text())
             summary["trace"][component] = {
                 "noise": config.get("noise"),
-                "cells": len(rows),
+                "cells": int(config.get("cells", len(rows))),
                 "top_cells": _top_cells(rows, key, n=5),
             }
             summary["timings_s"][f"trace_{component}"] = round(time.perf_counter() - t0, 1)
