@@ -2,24 +2,13 @@
 
 from __future__ import annotations
 
-import numpy as np
-import pytest
 import torch
 from PIL import Image
 
 from locedit.builtin import world
-from locedit.builtin.classifier import WEIGHTS, ShapesClassifier
-
-pytestmark = pytest.mark.skipif(not WEIGHTS.exists(), reason="classifier weights not trained yet")
+from locedit.builtin.classifier import ShapesClassifier
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and immune to OpenMP oversubscription on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_classifier_accuracy_on_fresh_world_images():

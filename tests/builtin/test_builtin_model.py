@@ -12,16 +12,7 @@ from safetensors import safe_open
 from locedit.builtin import BUILTIN_MODELS, builtin_path
 
 FOLDER = BUILTIN_MODELS["shapes"]
-pytestmark = pytest.mark.skipif(not (FOLDER / "model_index.json").exists(), reason="builtin:shapes not trained yet")
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and immune to OpenMP oversubscription on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_builtin_path():

@@ -11,14 +11,6 @@ from safetensors.torch import load_file
 from locedit.builtin import train as T
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models: one thread is fastest and immune to OpenMP oversubscription on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 def _tiny_config() -> T.TrainConfig:
     c = T.TrainConfig(checkpoint_every=2)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from locedit.builtin import world
 from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_tokenizer

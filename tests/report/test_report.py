@@ -5,19 +5,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-import torch
 
 from locedit.cli import main
 from locedit.report import text_grid, unet_table
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _probes(tmp_path):

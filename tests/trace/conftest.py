@@ -1,20 +1,10 @@
-"""Fixtures for tracing tests: one torch thread (tiny models run 100× faster on a busy 2-core box
-with one thread than with several competing ones), tiny pipelines and small probe files."""
+"""Fixtures for tracing tests: small probe files (one thread and tiny pipelines: tests/conftest.py)."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-import torch
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -541,7 +541,7 @@ def _latent_pool(out: Path, vae, cfg: UNetConfig) -> tuple[list[world.Record], t
 
 def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
     """Train the UNet on frozen VAE latents and frozen text states; writes ``out/unet`` (EMA)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    from diffusers import AutoencoderKL, DDPMScheduler
     from transformers import CLIPTextModel
 
     tok = load_tokenizer(out)

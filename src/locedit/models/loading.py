@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from locedit.models.families import _SUPPORTED_PIPELINES, Family, UnsupportedModelError, detect_family
+from locedit.models.families import _SUPPORTED_PIPELINES, UnsupportedModelError, detect_family
 
 BUILTIN_PREFIX = "builtin:"
 
