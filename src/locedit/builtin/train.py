@@ -164,6 +164,14 @@ class Checkpoint:
         _load_optimizer(opt, {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")})
         return json.loads(self.state_path.read_text())
 
+    def resume(self, modules: dict[str, nn.Module], opt: torch.optim.Optimizer) -> tuple[int, float]:
+        """(first step to run, wall-clock origin) — loading the checkpoint when there is one."""
+        start, elapsed = 0, 0.0
+        if self.exists():
+            state = self.load(modules, opt)
+            start, elapsed = state["step"], state["elapsed_s"]
+        return start, time.time() - elapsed
+
 
 def _lr_at(step: int, total: int, peak: float, warmup: int = 0) -> float:
     """Linear warm-up then cosine decay from ``peak`` to 10% of it."""
@@ -313,11 +321,7 @@ def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: 
     vae = build_vae(cfg)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt = Checkpoint(out, "vae")
-    start, elapsed = 0, 0.0
-    if ckpt.exists():
-        state = ckpt.load({"vae": vae}, opt)
-        start, elapsed = state["step"], state["elapsed_s"]
-    t0 = time.time() - elapsed
+    start, t0 = ckpt.resume({"vae": vae}, opt)
     bar = _progress(cfg.steps, start, "vae", quiet)
     for step in range(start, cfg.steps):
         rng, gen = _step_rng(cfg.seed, step)
@@ -392,11 +396,7 @@ def train_clip(out: Path, cfg: ClipConfig, quiet: bool = False, checkpoint_every
     params = [p for m in modules.values() for p in m.parameters()]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
     ckpt = Checkpoint(out, "clip")
-    start, elapsed = 0, 0.0
-    if ckpt.exists():
-        state = ckpt.load(modules, opt)
-        start, elapsed = state["step"], state["elapsed_s"]
-    t0 = time.time() - elapsed
+    start, t0 = ckpt.resume(modules, opt)
     bar = _progress(cfg.steps, start, "clip", quiet)
     for step in range(start, cfg.steps):
         rng, _ = _step_rng(cfg.seed, step)
@@ -468,11 +468,7 @@ def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, chec
     net = ShapesCNN()
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     ckpt = Checkpoint(out, "classifier")
-    start, elapsed = 0, 0.0
-    if ckpt.exists():
-        state = ckpt.load({"net": net}, opt)
-        start, elapsed = state["step"], state["elapsed_s"]
-    t0 = time.time() - elapsed
+    start, t0 = ckpt.resume({"net": net}, opt)
     bar = _progress(cfg.steps, start, "classifier", quiet)
     for step in range(start, cfg.steps):
         rng, gen = _step_rng(cfg.seed, step)
@@ -556,11 +552,7 @@ def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every
     ema.load_state_dict(unet.state_dict())
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     ckpt = Checkpoint(out, "unet")
-    start, elapsed = 0, 0.0
-    if ckpt.exists():
-        state = ckpt.load({"unet": unet, "ema": ema}, opt)
-        start, elapsed = state["step"], state["elapsed_s"]
-    t0 = time.time() - elapsed
+    start, t0 = ckpt.resume({"unet": unet, "ema": ema}, opt)
     scale = vae.config.scaling_factor
     pool_records, pool_mean, pool_std = _latent_pool(out, vae, cfg)
     bar = _progress(cfg.steps, start, "unet", quiet)
