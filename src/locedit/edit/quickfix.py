@@ -219,6 +219,18 @@ def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer:
     return cache[key]
 
 
+def corpus_moment(handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0) -> tuple[torch.Tensor | None, int]:
+    """(C over the captions of `corpus` this encoder can encode, how many there were), cached like
+    key_second_moment: filtering and the forward pass run once per model, corpus and layer."""
+    key = ("corpus", layer, tuple(corpus), _weights_version(handle, layer))
+    cache = _MOMENTS.setdefault(handle.encoder, {})
+    if key not in cache:
+        usable = encodable(handle, corpus)
+        cache.clear()
+        cache[key] = (_second_moment(handle, usable, layer, 64) if usable else None, len(usable))
+    return cache[key]
+
+
 @torch.no_grad()
 def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int) -> torch.Tensor:
     total, count = None, 0
@@ -296,7 +308,12 @@ def quickfix(
     corpus = cfg.corpus if corpus is None else corpus
     corpus_weight = cfg.corpus_weight if corpus_weight is None else float(corpus_weight)
     explicit_corpus = corpus is not None
-    corpus, corpus_source = (list(corpus), "given") if explicit_corpus else default_corpus(pipe)
+    if explicit_corpus:
+        corpus, corpus_source = list(corpus), "given"
+    elif corpus_weight > 0:
+        corpus, corpus_source = default_corpus(pipe)
+    else:
+        corpus, corpus_source = [], None
     pair_list = normalize_pairs(pairs)
     preserve = [c.strip() for c in preserve if c.strip()]
     if corpus_weight < 0 or (corpus_weight > 0 and explicit_corpus and not corpus):
@@ -315,10 +332,10 @@ def quickfix(
         target = attn_out_target(handle.name, handle.index, layer)
         rows = build_rows(handle, pair_list, preserve, templates, positions, layer, cfg.solve_dtype)
         w = handle.module("attn_out", layer).weight.detach()
-        usable = encodable(handle, corpus) if corpus_weight > 0 else []
-        if corpus_weight > 0 and explicit_corpus and not usable:
+        moment, n_usable = corpus_moment(handle, corpus, layer) if corpus_weight > 0 else (None, 0)
+        if corpus_weight > 0 and explicit_corpus and not n_usable:
             raise ValueError(f"no caption of the corpus can be encoded by {handle.name} (unknown words or too long)")
-        cov = corpus_weight * key_second_moment(handle, usable, layer).to(cfg.solve_dtype) if usable else None
+        cov = corpus_weight * moment.to(cfg.solve_dtype) if moment is not None else None
         w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam, cov)
         edit_k, edit_v = rows.keys[: rows.n_edit], rows.values[: rows.n_edit]
         err = (edit_k @ w_new.T - edit_v).norm(dim=1) / edit_v.norm(dim=1).clamp_min(1e-12)
@@ -326,7 +343,7 @@ def quickfix(
         after[target.name] = w_new.to(w.dtype).cpu()
         stats[target.name] = {
             "key_rows": rows.n_edit,
-            "corpus_captions": len(usable),
+            "corpus_captions": n_usable,
             "preserve_rows": int(rows.keys.shape[0] - rows.n_edit),
             "rel_error_mean": float(err.mean()),
             "rel_error_max": float(err.max()),
