@@ -36,6 +36,7 @@ class DemoSettings:
     edit_key: str = "striped"  # style removed by the demo edit
     edit_value: str = "plain"  # ... and what it becomes
     eval_per_group: int = 24  # prompts per efficacy / generality / specificity group
+    eval_batch: int = 24  # images per pipeline call of the evaluation (the progress bar moves per batch)
     grid_columns: int = 8  # images per before/after grid
 
 
@@ -64,6 +65,7 @@ def _top_cells(rows: list[dict], key, n: int = 3) -> list[dict]:
 def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = None, quiet: bool = False) -> dict:
     """Run the demo into `out` (replaced if it holds an earlier demo); returns the summary dict."""
     import torch
+    from tqdm.auto import tqdm
 
     from locedit import load_pipeline, quickfix
     from locedit.builtin.classifier import ShapesClassifier
@@ -128,7 +130,11 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
         items = edit_suite(cfg.edit_key, cfg.edit_value, n=cfg.eval_per_group, seed=0)
         t0 = time.perf_counter()
         say(f"evaluating the edit on {len(items)} prompts, before and after ...")
-        results = evaluate_edit(pipe, edit, items, classifier.predict, steps=cfg.steps, guidance=cfg.guidance)
+        with tqdm(total=2 * len(items), desc="evaluate", unit="image", disable=quiet) as bar:
+            results = evaluate_edit(
+                pipe, edit, items, classifier.predict, steps=cfg.steps, guidance=cfg.guidance, batch=cfg.eval_batch,
+                progress=lambda n: bar.update(n - bar.n),
+            )
         summary["timings_s"]["evaluate"] = round(time.perf_counter() - t0, 1)
         summary["edit"] = {
             "pairs": edit.meta["pairs"],

@@ -107,15 +107,20 @@ def retention(items: list[EvalItem], before: list[dict[str, str]], after: list[d
     return out
 
 
-def evaluate_edit(pipe, edit, items, classify, **kwargs) -> dict[str, EvalResult]:
+def evaluate_edit(pipe, edit, items, classify, progress=None, **kwargs) -> dict[str, EvalResult]:
     """{"before": ..., "after": ...}: the suite on `pipe` without and with `edit` (reverted after).
 
-    The "after" rates also hold the before/after comparisons of `retention`.
+    The "after" rates also hold the before/after comparisons of `retention`. `progress`, if given,
+    is called with the number of images generated so far, out of 2 * len(items).
     """
-    before = evaluate_items(pipe, items, classify, **kwargs)
+    before_progress = after_progress = None
+    if progress is not None:
+        before_progress = progress
+        after_progress = lambda n: progress(len(items) + n)  # noqa: E731
+    before = evaluate_items(pipe, items, classify, progress=before_progress, **kwargs)
     edit.apply(pipe)
     try:
-        after = evaluate_items(pipe, items, classify, **kwargs)
+        after = evaluate_items(pipe, items, classify, progress=after_progress, **kwargs)
     finally:
         edit.revert(pipe)
     after.rates.update(retention(items, before.predictions, after.predictions))
