@@ -2,8 +2,9 @@
 variants, judged by the world's classifier on fixed seeds, all measured in one run.
 
 For each edit (a style word, an artist, a colour) it evaluates the unedited model once and then
-every variant: edited positions (last / last+after), preserve sets (the other values of the same
-attribute), λ, and the covariance term over a corpus of world captions (MEMIT/EMCID-style).
+every variant: key captions from templates only or also mined from the model's corpus, edited
+positions (last / last+after), preserve sets (the other values of the same attribute), and the
+weight of the covariance term over the corpus (MEMIT/EMCID-style).
 
     python benchmarks/edit_quality.py [--n 32] [--steps 20] [--edits style,artist,colour] [--json out.json]
 """
@@ -14,11 +15,9 @@ import argparse
 import json
 import time
 
-import numpy as np
 import torch
 
 from locedit import load_pipeline, quickfix
-from locedit.builtin import world
 from locedit.builtin.classifier import ShapesClassifier
 from locedit.builtin.edit_suite import edit_suite
 from locedit.evaluate.edit_eval import evaluate_items, retention
@@ -30,30 +29,19 @@ EDITS = {
 }
 
 
-def corpus(n: int = 256, seed: int = 0) -> list[str]:
-    """A sample of training captions of the world (the 'general knowledge' the edit should keep)."""
-    rng = np.random.default_rng(seed)
-    return [world.sample_training_pair(rng)[1] for _ in range(n)]
-
-
-def variants(preserve: list[str], captions: list[str]) -> dict[str, dict]:
-    """QuickFix settings compared; corpus_weight=0 marks the variants without the covariance term."""
-    plain = dict(corpus_weight=0.0)
-    cov = lambda mu: dict(corpus=captions, corpus_weight=mu)  # noqa: E731
+def variants(preserve: list[str]) -> dict[str, dict]:
+    """QuickFix settings compared, on the model's own corpus (locedit_corpus.txt). corpus_keys=0:
+    key captions from the templates only; corpus_weight=0: no covariance term."""
+    templates_only = dict(corpus_keys=0)
     return {
-        "last": dict(positions="last", **plain),
-        "last+after": dict(positions="last+after", **plain),
-        "last+after +preserve": dict(positions="last+after", preserve=preserve, **plain),
-        "last+after +preserve λ=0.1": dict(positions="last+after", preserve=preserve, lam=0.1, **plain),
-        "last+after +preserve λ=1": dict(positions="last+after", preserve=preserve, lam=1.0, **plain),
-        "last+after +preserve λ=10": dict(positions="last+after", preserve=preserve, lam=10.0, **plain),
-        "last+after +cov μ=1": dict(positions="last+after", **cov(1.0)),
-        "last+after +cov μ=10": dict(positions="last+after", **cov(10.0)),
-        "last+after +cov μ=100": dict(positions="last+after", **cov(100.0)),
-        "last+after +preserve +cov μ=10": dict(positions="last+after", preserve=preserve, **cov(10.0)),
-        "last +cov μ=10": dict(positions="last", **cov(10.0)),
-        "last +cov μ=100": dict(positions="last", **cov(100.0)),
-        "last +preserve +cov μ=10": dict(positions="last", preserve=preserve, **cov(10.0)),
+        "templates, last+after (paper)": dict(positions="last+after", corpus_weight=0.0, **templates_only),
+        "templates, last+after, μ=10": dict(positions="last+after", corpus_weight=10.0, **templates_only),
+        "templates, last+after +preserve": dict(positions="last+after", preserve=preserve, corpus_weight=0.0, **templates_only),
+        "mined, last, μ=100": dict(positions="last", corpus_weight=100.0),
+        "mined, last+after, μ=100": dict(positions="last+after", corpus_weight=100.0),
+        "mined, last+after, μ=1000": dict(positions="last+after", corpus_weight=1000.0),
+        "mined +preserve, last+after, μ=100": dict(positions="last+after", preserve=preserve, corpus_weight=100.0),
+        "mined +preserve, last+after, μ=1000": dict(positions="last+after", preserve=preserve, corpus_weight=1000.0),
         "library default": dict(),
     }
 
@@ -74,7 +62,6 @@ def main() -> None:
     args = parser.parse_args()
     pipe = load_pipeline(args.model)
     classify = ShapesClassifier.load().predict
-    captions = corpus()
     report = {}
     for edit_name in args.edits.split(","):
         key, value, preserve = EDITS[edit_name]
@@ -87,7 +74,7 @@ def main() -> None:
         print(f"{'before':34s} " + " ".join(f"{base.get(c, float('nan')):12.2f}" for c in COLUMNS) +
               f"   (eval {time.perf_counter() - t0:.0f} s)")
         report[edit_name] = {"key": key, "value": value, "before": base, "variants": {}}
-        chosen = variants(preserve, captions)
+        chosen = variants(preserve)
         if args.only:
             chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
         for name, kwargs in chosen.items():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from locedit import quickfix
-from locedit.edit.quickfix import build_rows, capture_keys, normalize_pairs, solve_ridge
+from locedit.edit.quickfix import build_rows, capture_keys, normalize_pairs, solve_ridge, template_captions
 from locedit.hooks import Trace
 from locedit.models import find_subject_span, text_encoders
 from locedit.models.text import CaptionTooLongError, SubjectNotFoundError
@@ -15,7 +15,9 @@ TEMPLATES = ("{}", "a photo of {}", "an image of {}", "a picture of {}")
 
 
 def ridge_rows(handle, positions, preserve=("monet",)):
-    return build_rows(handle, normalize_pairs([("van gogh", "painting")]), preserve, TEMPLATES, positions, 0, torch.float64)
+    edit_captions = template_captions(normalize_pairs([("van gogh", "painting")]), TEMPLATES)
+    preserve_captions = [(t.format(c), c) for c in preserve for t in TEMPLATES]
+    return build_rows(handle, edit_captions, preserve_captions, positions, 0, torch.float64)
 
 
 def objective_gradient(w_new, w, keys, values, lam):
@@ -245,3 +247,58 @@ def test_second_moment_cache_follows_the_weights(load_tiny):
         handle.module("token_embedding").weight.mul_(1.5)
     again = key_second_moment(handle, captions)
     assert again is not first and torch.equal(again, _second_moment(handle, captions, 0, 64))
+
+
+def test_concept_matching_and_mining():
+    from locedit.edit.quickfix import mine_captions, names_concept, substitute
+
+    assert names_concept("A starry night by Van Gogh's brother", "van gogh")
+    assert not names_concept("a vangogh print", "van gogh") and not names_concept("a caravan goghs", "van gogh")
+    assert substitute("Van Gogh and van gogh", "van gogh", "monet") == "monet and monet"
+    corpus = ["a cat", "a field by van gogh", "van gogh at night", "a dog by Van Gogh"]
+    assert mine_captions(corpus, [("van gogh", "painting")], limit=2) == [
+        ("a field by van gogh", "van gogh", "a field by painting", "painting"),
+        ("van gogh at night", "van gogh", "painting at night", "painting"),
+    ]
+    assert mine_captions(corpus, [("van gogh", "painting")], limit=0) == []
+
+
+def test_corpus_term_leaves_out_captions_naming_the_key(load_tiny):
+    from locedit.edit.quickfix import _second_moment, corpus_moment
+
+    handle = text_encoders(load_tiny("sd1"))[0]
+    corpus = ["a photo of a cat", "a wheat field by van gogh", "a red car", "van gogh at night", "a dog"]
+    naming = [c for c in corpus if "van gogh" in c]
+    moment, used = corpus_moment(handle, corpus, exclude=naming)
+    rest = [c for c in corpus if c not in naming]
+    assert used == rest
+    # the cached whole-corpus sum minus the excluded captions equals the moment of the rest
+    assert torch.allclose(moment, _second_moment(handle, rest, 0, 64), rtol=1e-10, atol=1e-12)
+
+
+def test_mined_corpus_captions_carry_the_edit_into_context(load_tiny):
+    """Key captions from the corpus make the edit hold where the key sits inside a longer caption."""
+    pipe = load_tiny("sd1")
+    handle = text_encoders(pipe)[0]
+    corpus = [f"a {a} {b} by van gogh" for a in ("large", "small", "quiet", "bright") for b in ("field", "house", "river")]
+    corpus += ["a photo of a cat", "a red car on a road", "a bowl of fruit", "a portrait of a woman"]
+    probe_key, probe_value = "a quiet road by van gogh", "a quiet road by painting"  # a context not in the corpus
+    span = find_subject_span(handle.tokenizer, probe_key, "van gogh")
+    target = attn_out_at(handle, [probe_value], lambda i: [span[0]])[0]
+
+    def error(**kwargs):
+        edit = quickfix(pipe, [("van gogh", "painting")], corpus=corpus, positions="last", **kwargs)
+        edit.apply(pipe)
+        got = attn_out_at(handle, [probe_key], lambda i: [span[1] - 1])[0]
+        edit.revert(pipe)
+        return edit, ((got - target).norm() / target.norm()).item()
+
+    mined, err_mined = error()
+    templates_only, err_templates = error(corpus_keys=0)
+    stats = mined.meta["stats"][mined.names[0]]
+    assert stats["mined_captions"] == 12 and stats["corpus_captions"] == 4
+    assert templates_only.meta["stats"][templates_only.names[0]]["mined_captions"] == 0
+    print(f"in-context error of the edited output: mined {err_mined:.3f}, templates only {err_templates:.3f}")
+    assert err_mined < 0.5 * err_templates
+    with pytest.raises(ValueError, match="corpus_keys must be >= 0"):
+        quickfix(pipe, [("van gogh", "painting")], corpus_keys=-1)

@@ -30,6 +30,8 @@ def register(sub) -> None:
     p.add_argument("--corpus", metavar="FILE", help="captions (one per line) whose outputs the edit keeps in place; "
                    "default: the model folder's locedit_corpus.txt, else locedit's generic corpus")
     p.add_argument("--corpus-weight", type=float, default=None, help="weight μ of the corpus term (default 10; 0 = off)")
+    p.add_argument("--corpus-keys", type=int, default=None, metavar="N",
+                   help="corpus captions naming the key that become extra key captions (default 64; 0 = templates only)")
     p.add_argument("--positions", choices=["last", "last+after"], default=None, help="edited token positions (default last+after)")
     p.add_argument("--encoder", default="both", help="text encoder to edit: 1, 2 or both (SDXL); default both")
     p.add_argument("--out", metavar="EDIT", help="write the edit file (.safetensors)")
@@ -110,6 +112,8 @@ def run_edit(args) -> int:
         raise ValueError(f"--lam must be > 0 (got {args.lam})")
     if args.corpus_weight is not None and args.corpus_weight < 0:
         raise ValueError(f"--corpus-weight must be >= 0 (got {args.corpus_weight})")
+    if args.corpus_keys is not None and args.corpus_keys < 0:
+        raise ValueError(f"--corpus-keys must be >= 0 (got {args.corpus_keys}); 0 uses the templates only")
     corpus = None
     if args.corpus is not None:
         from locedit.edit.quickfix import read_corpus
@@ -128,7 +132,7 @@ def run_edit(args) -> int:
     pipe = load_model(args)
     edit = quickfix(
         pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
-        encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight,
+        encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight, corpus_keys=args.corpus_keys,
     )
     print(edit.summary())
     print(f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")

@@ -160,7 +160,8 @@ class Edit:
         for name, st in m.get("stats", {}).items():
             lines.append(
                 f"  {name}: {st['key_rows']} key rows, {st['preserve_rows']} preserve rows, "
-                f"{st.get('corpus_captions', 0)} corpus captions, "
+                f"{st.get('mined_captions', 0)} key captions mined from the corpus, "
+                f"{st.get('corpus_captions', 0)} corpus captions in the corpus term, "
                 f"relative error mean {st['rel_error_mean']:.3g} max {st['rel_error_max']:.3g}"
             )
         return "\n".join(lines)

@@ -18,6 +18,7 @@ locedit does not (tests/edit/test_quickfix.py shows the difference).
 
 from __future__ import annotations
 
+import re
 import time
 import weakref
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from locedit.edit.edit import Edit
 from locedit.edit.targets import attn_out_target, fingerprint_tensors
 from locedit.hooks import Trace
 from locedit.models import TextEncoderHandle, detect_family, find_subject_span, text_encoders
+from locedit.models.text import SubjectNotFoundError
 
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}", "a picture of {}")
 POSITION_MODES = ("last", "last+after")
@@ -63,6 +65,12 @@ class QuickFixConfig:
     corpus: tuple[str, ...] | None = None
     # mu: weight of the corpus term, in "equivalent rows" (C is a mean over positions); 0 turns it off.
     corpus_weight: float = 10.0
+    # Key captions mined from the corpus: up to this many corpus captions that name the key concept
+    # join the templated ones (the value caption is the same caption with the value in place of the
+    # key), so the edit sees the key in the contexts the model reads it in. Captions naming a key
+    # are always left out of the corpus term, which would otherwise hold the key's old outputs in
+    # place. 0: templates only.
+    corpus_keys: int = 64
 
 
 @dataclass
@@ -120,27 +128,74 @@ def capture_keys(handle: TextEncoderHandle, captions: list[str], layer: int = 0)
     return trace.input
 
 
+# (key caption, key subject, value caption, value subject)
+CaptionPair = tuple[str, str, str, str]
+
+
+def template_captions(pairs: list[tuple[str, str]], templates: Sequence[str]) -> list[CaptionPair]:
+    """Every template filled with each pair's key and value."""
+    return [(t.format(k), k, t.format(v), v) for k, v in pairs for t in templates]
+
+
+def _concept_pattern(concept: str) -> re.Pattern:
+    return re.compile(rf"(?<!\w){re.escape(concept)}(?!\w)", re.IGNORECASE)
+
+
+def names_concept(caption: str, concept: str) -> bool:
+    """Whether `caption` names `concept` as whole words (case-insensitive): "Van Gogh's" does, "vangogh" does not."""
+    return _concept_pattern(concept).search(caption) is not None
+
+
+def substitute(caption: str, concept: str, replacement: str) -> str:
+    """`caption` with every whole-word occurrence of `concept` (case-insensitive) replaced."""
+    return _concept_pattern(concept).sub(lambda _: replacement, caption)
+
+
+def mine_captions(corpus: Sequence[str], pairs: list[tuple[str, str]], limit: int) -> list[CaptionPair]:
+    """Up to `limit` corpus captions per pair that name its key, each with its value caption (every
+    occurrence of the key replaced by the value), in corpus order."""
+    out: list[CaptionPair] = []
+    for key, value in pairs:
+        found = [c for c in corpus if names_concept(c, key)][: max(limit, 0)]
+        out += [(c, key, substitute(c, key, value), value) for c in found]
+    return out
+
+
+def _usable_pair(handle: TextEncoderHandle, pair: CaptionPair) -> bool:
+    """Whether the encoder encodes both captions and finds each subject as tokens in its caption."""
+    key_caption, key, value_caption, value = pair
+    if not encodable(handle, [value_caption]):
+        return False
+    try:
+        find_subject_span(handle.tokenizer, key_caption, key)
+        find_subject_span(handle.tokenizer, value_caption, value)
+    except SubjectNotFoundError:
+        return False
+    return True
+
+
 def build_rows(
     handle: TextEncoderHandle,
-    pairs: list[tuple[str, str]],
-    preserve: Sequence[str],
-    templates: Sequence[str],
+    edit_captions: list[CaptionPair],
+    preserve_captions: list[tuple[str, str]],
     positions: str,
     layer: int,
     dtype: torch.dtype,
 ) -> Rows:
-    """Key/value rows of the ridge problem for one encoder (all captions in one early-exit forward)."""
-    key_caps = [t.format(k) for k, _ in pairs for t in templates]
-    val_caps = [t.format(v) for _, v in pairs for t in templates]
-    pres_caps = [t.format(c) for c in preserve for t in templates]
-    key_subj = [k for k, _ in pairs for _ in templates]
-    val_subj = [v for _, v in pairs for _ in templates]
-    pres_subj = [c for c in preserve for _ in templates]
+    """Key/value rows of the ridge problem for one encoder (all captions in one early-exit forward).
+
+    Args:
+        edit_captions: (key caption, key subject, value caption, value subject) quadruples.
+        preserve_captions: (caption, subject) pairs whose outputs at the subject's positions stay.
+    """
+    key_caps = [kc for kc, _, _, _ in edit_captions]
+    val_caps = [vc for _, _, vc, _ in edit_captions]
+    pres_caps = [c for c, _ in preserve_captions]
 
     # Positions first: a subject missing from its caption fails before any forward runs.
-    key_pos = [subject_positions(handle, c, s, positions) for c, s in zip(key_caps, key_subj)]
-    val_pos = [subject_positions(handle, c, s, positions) for c, s in zip(val_caps, val_subj)]
-    pres_pos = [subject_positions(handle, c, s, positions) for c, s in zip(pres_caps, pres_subj)]
+    key_pos = [subject_positions(handle, kc, ks, positions) for kc, ks, _, _ in edit_captions]
+    val_pos = [subject_positions(handle, vc, vs, positions) for _, _, vc, vs in edit_captions]
+    pres_pos = [subject_positions(handle, c, s, positions) for c, s in preserve_captions]
 
     x = capture_keys(handle, key_caps + val_caps + pres_caps, layer)  # (B, context, d_in)
     n = len(key_caps)
@@ -219,27 +274,54 @@ def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer:
     return cache[key]
 
 
-def corpus_moment(handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0) -> tuple[torch.Tensor | None, int]:
-    """(C over the captions of `corpus` this encoder can encode, how many there were), cached like
-    key_second_moment: filtering and the forward pass run once per model, corpus and layer."""
+def corpus_moment(
+    handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, exclude: Sequence[str] = ()
+) -> tuple[torch.Tensor | None, list[str]]:
+    """(C, used captions): the second moment of keys over the captions of `corpus` this encoder can
+    encode, leaving out those in `exclude`. The whole corpus' sum is cached like key_second_moment
+    (filtering and the forward pass run once per model, corpus and layer); excluded captions are
+    subtracted from it."""
+    usable, total, count = _corpus_sums(handle, corpus, layer)
+    dropped = set(exclude)
+    used = [c for c in usable if c not in dropped]
+    if not used:
+        return None, used
+    if len(used) < len(usable):
+        sub_total, sub_count = _key_sums(handle, [c for c in usable if c in dropped], layer, 64)
+        total, count = total - sub_total, count - sub_count
+    return total / count, used
+
+
+def usable_corpus(handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0) -> list[str]:
+    """The captions of `corpus` this encoder can encode (cached with the corpus' key sums)."""
+    return _corpus_sums(handle, corpus, layer)[0]
+
+
+def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int) -> tuple[list[str], torch.Tensor | None, int]:
     key = ("corpus", layer, tuple(corpus), _weights_version(handle, layer))
     cache = _MOMENTS.setdefault(handle.encoder, {})
     if key not in cache:
         usable = encodable(handle, corpus)
-        cache.clear()
-        cache[key] = (_second_moment(handle, usable, layer, 64) if usable else None, len(usable))
+        cache.clear()  # one entry per encoder: the latest corpus and weights
+        cache[key] = (usable, *_key_sums(handle, usable, layer, 64)) if usable else (usable, None, 0)
     return cache[key]
 
 
 @torch.no_grad()
-def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int) -> torch.Tensor:
+def _key_sums(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int) -> tuple[torch.Tensor, int]:
+    """(sum of k k^T over every position of every caption, float64 (d_in, d_in); number of positions)."""
     total, count = None, 0
     for i in range(0, len(captions), batch):
         x = capture_keys(handle, list(captions[i : i + batch]), layer).flatten(0, 1).double()
         total = x.T @ x if total is None else total + x.T @ x
         count += x.shape[0]
-    if total is None:
+    return total, count
+
+
+def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int) -> torch.Tensor:
+    if not captions:
         raise ValueError("the covariance corpus is empty; give at least one caption")
+    total, count = _key_sums(handle, captions, layer, batch)
     return total / count
 
 
@@ -284,6 +366,7 @@ def quickfix(
     layer: int | None = None,
     corpus: Sequence[str] | None = None,
     corpus_weight: float | None = None,
+    corpus_keys: int | None = None,
     config: QuickFixConfig | None = None,
 ) -> Edit:
     """Compute a DIFF-QUICKFIX edit of `pipe` (which is left untouched: `edit.apply(pipe)` changes it).
@@ -292,8 +375,8 @@ def quickfix(
         pipe: any SD1/SD2/SDXL diffusers pipeline (loaded or built in memory).
         pairs: (key concept, value concept) pairs, e.g. [("van gogh", "painting")], or a dict.
         preserve: concepts whose outputs must stay as they are (neighbours of the key).
-        templates, lam, positions, encoder, layer, corpus, corpus_weight: override the fields
-            of `config` (see QuickFixConfig for meaning and defaults).
+        templates, lam, positions, encoder, layer, corpus, corpus_weight, corpus_keys: override
+            the fields of `config` (see QuickFixConfig for meaning and defaults).
 
     Returns:
         An Edit with the before/after tensors, the settings, the base fingerprint and statistics:
@@ -307,10 +390,11 @@ def quickfix(
     encoder = cfg.encoder if encoder is None else encoder
     corpus = cfg.corpus if corpus is None else corpus
     corpus_weight = cfg.corpus_weight if corpus_weight is None else float(corpus_weight)
+    corpus_keys = cfg.corpus_keys if corpus_keys is None else int(corpus_keys)
     explicit_corpus = corpus is not None
     if explicit_corpus:
         corpus, corpus_source = list(corpus), "given"
-    elif corpus_weight > 0:
+    elif corpus_weight > 0 or corpus_keys > 0:
         corpus, corpus_source = default_corpus(pipe)
     else:
         corpus, corpus_source = [], None
@@ -318,6 +402,8 @@ def quickfix(
     preserve = [c.strip() for c in preserve if c.strip()]
     if corpus_weight < 0 or (corpus_weight > 0 and explicit_corpus and not corpus):
         raise ValueError("corpus_weight must be >= 0 and needs a non-empty corpus of captions (or corpus_weight=0)")
+    if corpus_keys < 0:
+        raise ValueError(f"corpus_keys must be >= 0 (got {corpus_keys}); 0 uses the templates only")
     if positions not in POSITION_MODES:
         raise ValueError(f"unknown positions {positions!r}; use one of {', '.join(POSITION_MODES)}")
     if not lam > 0:
@@ -330,11 +416,19 @@ def quickfix(
         if not 0 <= layer < handle.num_layers:
             raise ValueError(f"layer {layer} does not exist in {handle.name} ({handle.num_layers} layers)")
         target = attn_out_target(handle.name, handle.index, layer)
-        rows = build_rows(handle, pair_list, preserve, templates, positions, layer, cfg.solve_dtype)
-        w = handle.module("attn_out", layer).weight.detach()
-        moment, n_usable = corpus_moment(handle, corpus, layer) if corpus_weight > 0 else (None, 0)
-        if corpus_weight > 0 and explicit_corpus and not n_usable:
+        usable = usable_corpus(handle, corpus, layer) if corpus else []
+        if corpus_weight > 0 and explicit_corpus and not usable:
             raise ValueError(f"no caption of the corpus can be encoded by {handle.name} (unknown words or too long)")
+        # corpus captions that name a key: edit rows (when mined), never in the corpus term
+        naming = [c for c in usable if any(names_concept(c, k) for k, _ in pair_list)]
+        mined = [m for m in mine_captions(naming, pair_list, corpus_keys) if _usable_pair(handle, m)]
+        edit_captions = template_captions(pair_list, templates) + mined
+        # preserved concepts keep their outputs in the templates and in the mined contexts
+        preserve_captions = [(t.format(c), c) for c in preserve for t in templates]
+        preserve_captions += [(substitute(kc, k, c), c) for kc, k, _, _ in mined for c in preserve]
+        rows = build_rows(handle, edit_captions, preserve_captions, positions, layer, cfg.solve_dtype)
+        w = handle.module("attn_out", layer).weight.detach()
+        moment, used = corpus_moment(handle, corpus, layer, exclude=naming) if corpus_weight > 0 else (None, [])
         cov = corpus_weight * moment.to(cfg.solve_dtype) if moment is not None else None
         w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam, cov)
         edit_k, edit_v = rows.keys[: rows.n_edit], rows.values[: rows.n_edit]
@@ -343,7 +437,8 @@ def quickfix(
         after[target.name] = w_new.to(w.dtype).cpu()
         stats[target.name] = {
             "key_rows": rows.n_edit,
-            "corpus_captions": n_usable,
+            "corpus_captions": len(used),
+            "mined_captions": len(mined),
             "preserve_rows": int(rows.keys.shape[0] - rows.n_edit),
             "rel_error_mean": float(err.mean()),
             "rel_error_max": float(err.max()),
@@ -361,6 +456,7 @@ def quickfix(
             "lam": lam,
             "corpus_source": corpus_source if corpus_weight > 0 else None,
             "corpus_weight": corpus_weight,
+            "corpus_keys": corpus_keys,
             "positions": positions,
             "layer": layer,
             "encoder": "both" if encoder in (None, "both", "all") else str(encoder),
