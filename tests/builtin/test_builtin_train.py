@@ -66,6 +66,10 @@ def test_all_stages_smoke(tmp_path):
     pipe.set_progress_bar_config(disable=True)
     img = pipe("a red circle", num_inference_steps=2, output_type="pt").images
     assert img.shape == (1, 3, 32, 32) and torch.isfinite(img).all()
+    # the assembled folder carries the edit corpus; it is the one shipped with the built-in model
+    from locedit.builtin import builtin_path
+
+    assert (folder / "locedit_corpus.txt").read_text() == (builtin_path("shapes") / "locedit_corpus.txt").read_text()
     # a second run skips finished stages and resumes from their checkpoints
     again = T.run(tmp_path, ["vae", "unet"], c, quiet=True)
     assert again["vae"] == json.loads((tmp_path / "vae.done.json").read_text())

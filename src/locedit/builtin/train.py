@@ -55,7 +55,9 @@ class VAEConfig:
 class ClipConfig:
     """Contrastive text-encoder pre-training hyper-parameters."""
 
-    steps: int = 400  # optimiser steps; a batch holds every seen combination once (+ entities)
+    # optimiser steps; a batch holds every seen combination once (+ entities). 400 steps gave zero-shot
+    # shape retrieval 0.87 seen / 0.56 held-out and a UNet that mixed up held-out compositions; 1200: 1.00 / 0.995
+    steps: int = 1200
     lr: float = 2e-3  # AdamW peak learning rate (cosine decay to 10%)
     width: int = 64  # text hidden size = projection size = UNet cross-attention width
     layers: int = 4  # transformer layers of the text encoder
@@ -79,7 +81,7 @@ class ClassifierConfig:
 class UNetConfig:
     """Latent-diffusion UNet hyper-parameters."""
 
-    steps: int = 3600  # optimiser steps
+    steps: int = 3000  # optimiser steps; meets every quality target of MODEL_CARD.md
     batch: int = 48  # image–caption pairs per step
     lr: float = 1e-3  # AdamW peak learning rate (warm-up then cosine decay to 10%)
     warmup: int = 100  # linear warm-up steps
@@ -597,6 +599,16 @@ def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every
 
 
 # ---------------------------------------------------------------- assemble
+def corpus_text(n: int = 256, seed: int = 0) -> str:
+    """The folder's locedit_corpus.txt: `n` captions drawn from the training distribution, which
+    DIFF-QUICKFIX reads as the corpus of its covariance term and mines for key captions."""
+    rng = np.random.default_rng(seed)
+    header = ("# Typical captions of builtin:shapes (a sample of its training distribution), read by locedit's\n"
+              "# DIFF-QUICKFIX: captions naming the edited concept become key captions, the others form the\n"
+              "# covariance corpus that keeps unedited captions in place.\n")
+    return header + "".join(world.sample_training_pair(rng)[1] + "\n" for _ in range(n))
+
+
 def assemble(out: Path, export: Path) -> Path:
     """Write the StableDiffusionPipeline folder ``export`` from the trained stages under ``out``."""
     import shutil
@@ -621,6 +633,7 @@ def assemble(out: Path, export: Path) -> Path:
     pipe.save_pretrained(str(tmp), safe_serialization=True)
     save_text_encoder(pipe.text_encoder, tmp / "text_encoder")  # v4-style keys, loaded by v4 and v5
     write_tokenizer(tmp / "tokenizer", world.vocabulary())  # vocab.json + merges.txt for v4 and v5
+    (tmp / "locedit_corpus.txt").write_text(corpus_text())
     if export.exists():
         shutil.rmtree(export)
     os.replace(tmp, export)
@@ -661,11 +674,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=None, help="override the stage's step count")
     parser.add_argument("--batch", type=int, default=None, help="override the stage's batch size")
     parser.add_argument("--export", type=Path, default=None, help="pipeline folder to assemble (default OUT/pipeline)")
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's, all cores)")
     parser.add_argument("--checkpoint-every", type=int, default=100, help="steps between checkpoints")
     parser.add_argument("--quiet", action="store_true", help="no progress bar / logging")
     args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     config = TrainConfig(checkpoint_every=args.checkpoint_every)
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     for name in ("vae", "clip", "classifier", "unet"):
