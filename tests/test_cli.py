@@ -72,6 +72,7 @@ BAD_EDIT_ARGS = {
     "bad dtype": (["--remove", "a", "--to", "b", "--dtype", "float8"], "unknown dtype"),
     "corpus file missing": (["--remove", "a", "--to", "b", "--corpus", "/no/such/corpus.txt"], "does not exist"),
     "negative corpus weight": (["--remove", "a", "--to", "b", "--corpus-weight", "-1"], "--corpus-weight must be >= 0"),
+    "negative corpus keys": (["--remove", "a", "--to", "b", "--corpus-keys", "-2"], "--corpus-keys must be >= 0"),
 }
 
 

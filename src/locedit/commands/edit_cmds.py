@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--lam", type=float, default=None, help="ridge strength λ (default 0.01)")
     p.add_argument("--corpus", metavar="FILE", help="captions (one per line) whose outputs the edit keeps in place; "
                    "default: the model folder's locedit_corpus.txt, else locedit's generic corpus")
-    p.add_argument("--corpus-weight", type=float, default=None, help="weight μ of the corpus term (default 10; 0 = off)")
+    p.add_argument("--corpus-weight", type=float, default=None, help="weight μ of the corpus term (default 100; 0 = off)")
     p.add_argument("--corpus-keys", type=int, default=None, metavar="N",
                    help="corpus captions naming the key that become extra key captions (default 64; 0 = templates only)")
     p.add_argument("--positions", choices=["last", "last+after"], default=None, help="edited token positions (default last+after)")
