@@ -12,6 +12,10 @@ corpus adds a covariance term mu * ||(W' - W) C^1/2||^2 with C the second moment
 MEMIT/EMCID regularise), which keeps every direction the corpus uses close to the original:
 
     W' = (V^T K + W R)(K^T K + R)^-1,   R = lam I + mu C
+
+The corpus also supplies key captions: those that name the key (with the value in its place for
+the value caption) join the templated ones, and are left out of C.
+
 The released DiffQuickFix notebook adds the bias into v, which the layer then adds a second time;
 locedit does not (tests/edit/test_quickfix.py shows the difference).
 """
@@ -456,7 +460,7 @@ def quickfix(
             "preserve": preserve,
             "templates": list(templates),
             "lam": lam,
-            "corpus_source": corpus_source if corpus_weight > 0 else None,
+            "corpus_source": corpus_source if corpus else None,
             "corpus_weight": corpus_weight,
             "corpus_keys": corpus_keys,
             "positions": positions,
