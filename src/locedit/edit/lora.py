@@ -29,12 +29,13 @@ _SDXL_KOHYA_PREFIX = {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
 def factorize(delta: torch.Tensor, rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
     """SVD factors (up, down) of `delta` (d_out, d_in) and the relative reconstruction error.
 
-    rank=None keeps the singular values above float32 resolution (s > s_max * 1e-7 * max(d)).
+    rank=None keeps the singular values above float32 resolution (s > s_max * 1e-7). (An extra
+    factor max(d), as in numpy's matrix_rank, dropped real directions of corpus-regularised edits.)
     """
     d = delta.double()
     u, s, vh = torch.linalg.svd(d, full_matrices=False)
     if rank is None:
-        tol = (s[0] if s.numel() else 0.0) * 1e-7 * max(d.shape)
+        tol = (s[0] if s.numel() else 0.0) * 1e-7
         rank = max(1, int((s > tol).sum()))
     if not 1 <= rank:
         raise ValueError(f"LoRA rank must be a positive integer (got {rank})")
