@@ -62,3 +62,25 @@ def test_shapes_suite_groups():
     assert concept_kind("red") == ("colour", "red")
     with pytest.raises(ValueError, match="not a concept"):
         concept_kind("van gogh")
+
+
+def test_evaluate_edit_reports_progress_over_both_runs_and_reverts(load_tiny):
+    import torch
+
+    from locedit import quickfix
+    from locedit.evaluate.edit_eval import evaluate_edit
+
+    from locedit.models import text_encoders
+
+    pipe = load_tiny("sd1")
+    weight = text_encoders(pipe)[0].module("attn_out", 0).weight
+    before = weight.detach().clone()
+    items = [EvalItem(f"a photo of a cat {i}", "specificity", {"shape": "x"}, i) for i in range(3)]
+    seen: list[int] = []
+    results = evaluate_edit(
+        pipe, quickfix(pipe, [("van gogh", "painting")]), items, lambda images: [{"shape": "x"}] * len(images),
+        steps=1, batch=2, progress=seen.append,
+    )
+    assert seen == [2, 3, 5, 6]  # images done, before then after, out of 2 * len(items)
+    assert results["after"].rates["specificity_retained"] == 1.0
+    assert torch.equal(weight, before)  # reverted

@@ -113,11 +113,8 @@ def evaluate_edit(pipe, edit, items, classify, progress=None, **kwargs) -> dict[
     The "after" rates also hold the before/after comparisons of `retention`. `progress`, if given,
     is called with the number of images generated so far, out of 2 * len(items).
     """
-    before_progress = after_progress = None
-    if progress is not None:
-        before_progress = progress
-        after_progress = lambda n: progress(len(items) + n)  # noqa: E731
-    before = evaluate_items(pipe, items, classify, progress=before_progress, **kwargs)
+    after_progress = None if progress is None else (lambda n: progress(len(items) + n))
+    before = evaluate_items(pipe, items, classify, progress=progress, **kwargs)
     edit.apply(pipe)
     try:
         after = evaluate_items(pipe, items, classify, progress=after_progress, **kwargs)
