@@ -166,6 +166,12 @@ class Checkpoint:
         _load_optimizer(opt, {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")})
         return json.loads(self.state_path.read_text())
 
+    def step_done(self, done: int, total: int, every: int, modules: dict[str, nn.Module], opt: torch.optim.Optimizer,
+                  t0: float, **extra) -> None:
+        """After `done` of `total` steps: save when a checkpoint is due (every `every` steps and at the end)."""
+        if done % every == 0 or done == total:
+            self.save(done, modules, opt, {"elapsed_s": time.time() - t0, **extra})
+
     def resume(self, modules: dict[str, nn.Module], opt: torch.optim.Optimizer) -> tuple[int, float]:
         """(first step to run, wall-clock origin) — loading the checkpoint when there is one."""
         start, elapsed = 0, 0.0
@@ -341,8 +347,7 @@ def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: 
         opt.step()
         bar.update(1)
         bar.set_postfix(mse01=f"{mse.item() / 4:.4f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps:
-            ckpt.save(step + 1, {"vae": vae}, opt, {"elapsed_s": time.time() - t0})
+        ckpt.step_done(step + 1, cfg.steps, checkpoint_every, {"vae": vae}, opt, t0)
     bar.close()
     vae.eval()
     metrics = evaluate_vae(vae, n=cfg.eval_n)
@@ -417,8 +422,7 @@ def train_clip(out: Path, cfg: ClipConfig, quiet: bool = False, checkpoint_every
         opt.step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps:
-            ckpt.save(step + 1, modules, opt, {"elapsed_s": time.time() - t0})
+        ckpt.step_done(step + 1, cfg.steps, checkpoint_every, modules, opt, t0)
     bar.close()
     text.eval()
     tower.eval()
@@ -488,8 +492,7 @@ def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, chec
         opt.step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps:
-            ckpt.save(step + 1, {"net": net}, opt, {"elapsed_s": time.time() - t0})
+        ckpt.step_done(step + 1, cfg.steps, checkpoint_every, {"net": net}, opt, t0)
     bar.close()
     net.eval()
     _atomic_safetensors(out / "classifier.safetensors", net.state_dict())
@@ -589,8 +592,7 @@ def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
-        if (step + 1) % checkpoint_every == 0 or step + 1 == cfg.steps:
-            ckpt.save(step + 1, {"unet": unet, "ema": ema}, opt, {"elapsed_s": time.time() - t0, "loss": running})
+        ckpt.step_done(step + 1, cfg.steps, checkpoint_every, {"unet": unet, "ema": ema}, opt, t0, loss=running)
     bar.close()
     ema.save_pretrained(str(out / "unet"), safe_serialization=True)
     metrics = {"train_s": time.time() - t0, "final_loss_ema": running, "steps": cfg.steps, "batch": cfg.batch}
