@@ -1,12 +1,12 @@
-"""Edit quality on the built-in shapes model: efficacy, generality, specificity of DIFF-QUICKFIX
-variants, judged by the world's classifier on fixed seeds, all measured in one run.
+"""Edit quality of DIFF-QUICKFIX variants on the built-in shapes model, on held-out suites.
 
-For each edit (a style word, an artist, a colour) it evaluates the unedited model once and then
-every variant: key captions from templates only or also mined from the model's corpus, edited
-positions (last / last+after), preserve sets (the other values of the same attribute), and the
-weight of the covariance term over the corpus (MEMIT/EMCID-style).
+Every number is measured on prompts the edit was not fitted on (locedit.builtin.edit_suite: the
+`dev` split chose locedit's defaults, the `test` split only reports), image by image with fixed
+seeds, judged by the world's classifier: efficacy / generality (key gone), and the kept-rate of each
+specificity group (neighbours, attributes, entities), with ‖ΔW‖/‖W‖ of each variant and, for the
+library default, the null control (a random ΔW of the same norm).
 
-    python benchmarks/edit_quality.py [--n 32] [--steps 20] [--edits style,artist,colour] [--json out.json]
+    python benchmarks/edit_quality.py [--split test] [--n 40] [--edits style,artist,colour,shape,fact] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,76 +18,81 @@ import time
 import torch
 
 from locedit import load_pipeline, quickfix
-from locedit.builtin.classifier import ShapesClassifier
 from locedit.builtin.edit_suite import edit_suite
-from locedit.evaluate.edit_eval import evaluate_items, retention
+from locedit.evaluate.edit_eval import EvalSettings, evaluate_edit
+from locedit.evaluate.judges import make_judge
 
 EDITS = {
-    "style": ("striped", "plain", ["dotted", "checkered", "plain"]),
-    "artist": ("karl brenner", "mira solen", ["lena dupois", "ivo marek", "mira solen"]),
-    "colour": ("red", "blue", ["yellow", "green", "purple", "blue"]),
+    "style": ("striped", "plain"),
+    "artist": ("karl brenner", "mira solen"),
+    "colour": ("red", "blue"),
+    "shape": ("circle", "square"),
+    "fact": ("veloria", "norland"),
 }
+GROUPS = (("efficacy", "removed"), ("generality", "removed"), ("neighbours", "kept"), ("attributes", "kept"),
+          ("entities", "kept"), ("other_route", "kept"))
 
 
-def variants(preserve: list[str]) -> dict[str, dict]:
-    """QuickFix settings compared, on the model's own corpus (locedit_corpus.txt). corpus_keys=0:
-    key captions from the templates only; corpus_weight=0: no covariance term."""
-    templates_only = dict(corpus_keys=0)
+def variants() -> dict[str, dict]:
+    """QuickFix settings compared (keyword arguments of locedit.quickfix)."""
     return {
-        "templates, last+after (paper)": dict(positions="last+after", corpus_weight=0.0, **templates_only),
-        "templates, last+after, μ=10": dict(positions="last+after", corpus_weight=10.0, **templates_only),
-        "templates, last+after +preserve": dict(positions="last+after", preserve=preserve, corpus_weight=0.0, **templates_only),
-        "mined, last, μ=100": dict(positions="last", corpus_weight=100.0),
-        "mined, last+after, μ=100": dict(positions="last+after", corpus_weight=100.0),
-        "mined, last+after, μ=1000": dict(positions="last+after", corpus_weight=1000.0),
-        "mined +preserve, last+after, μ=100": dict(positions="last+after", preserve=preserve, corpus_weight=100.0),
-        "mined +preserve, last+after, μ=1000": dict(positions="last+after", preserve=preserve, corpus_weight=1000.0),
+        "paper: templates μ=0": dict(corpus_keys=0, corpus_weight=0.0),
+        "paper last-only": dict(corpus_keys=0, corpus_weight=0.0, positions="last"),
+        "mined μ=100 (0.2 default)": dict(corpus_weight=100.0, shrink=0.0),
+        "mined μ=100 λ=1": dict(corpus_weight=100.0, shrink=0.0, lam=1.0),
+        "mined μ=100 shrink=.01": dict(corpus_weight=100.0, shrink=0.01),
+        "mined μ=100 shrink=.1": dict(corpus_weight=100.0, shrink=0.1),
+        "mined μ=100 shrink=.3": dict(corpus_weight=100.0, shrink=0.3),
+        "mined μ=1000 shrink=.1": dict(corpus_weight=1000.0, shrink=0.1),
+        "mined μ=10 shrink=.1": dict(corpus_weight=10.0, shrink=0.1),
         "library default": dict(),
     }
 
 
-COLUMNS = ("efficacy", "efficacy_to_target", "generality", "specificity", "specificity_retained", "specificity_style",
-           "specificity_colour", "specificity_shape", "efficacy_others_kept")
+def fmt(rate) -> str:
+    return "   -  " if rate is None or not rate.n else f"{rate.rate:5.2f} "
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default="builtin:shapes")
-    parser.add_argument("--n", type=int, default=32, help="prompts per group")
+    parser.add_argument("--split", default="test", choices=["dev", "test"])
+    parser.add_argument("--n", type=int, default=40, help="prompts per group")
     parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--guidance", type=float, default=5.0)
-    parser.add_argument("--edits", default="style,artist,colour")
+    parser.add_argument("--edits", default=",".join(EDITS))
     parser.add_argument("--only", default=None, help="comma-separated variant names to run")
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args()
     pipe = load_pipeline(args.model)
-    classify = ShapesClassifier.load().predict
+    judge = make_judge("builtin")
+    settings = EvalSettings(steps=args.steps, null=False)
+    chosen = variants()
+    if args.only:
+        chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
     report = {}
     for edit_name in args.edits.split(","):
-        key, value, preserve = EDITS[edit_name]
-        items = edit_suite(key, value, n=args.n, seed=0)
-        print(f"\n## {edit_name}: {key!r} -> {value!r} ({args.n} prompts per group, {args.steps} steps, fixed seeds)")
-        print(f"{'variant':34s} " + " ".join(f"{c.replace('specificity', 'spec').replace('efficacy', 'eff')[:12]:>12s}" for c in COLUMNS) + "   edit ms")
-        t0 = time.perf_counter()
-        base_result = evaluate_items(pipe, items, classify, steps=args.steps, guidance=args.guidance)
-        base = base_result.rates
-        print(f"{'before':34s} " + " ".join(f"{base.get(c, float('nan')):12.2f}" for c in COLUMNS) +
-              f"   (eval {time.perf_counter() - t0:.0f} s)")
-        report[edit_name] = {"key": key, "value": value, "before": base, "variants": {}}
-        chosen = variants(preserve)
-        if args.only:
-            chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+        key, value = EDITS[edit_name]
+        print(f"\n## {edit_name}: {key!r} -> {value!r} ({args.split} split, {args.n} prompts per group, {args.steps} steps)")
+        print(f"{'variant':30s} " + " ".join(f"{g[:6]:>6s}" for g, _ in GROUPS) + "  ‖ΔW‖/‖W‖ rank  null-spec   ms")
+        baseline = None
+        report[edit_name] = {}
         for name, kwargs in chosen.items():
             edit = quickfix(pipe, [(key, value)], **kwargs)
-            edit.apply(pipe)
-            try:
-                result = evaluate_items(pipe, items, classify, steps=args.steps, guidance=args.guidance)
-                rates = {**result.rates, **retention(items, base_result.predictions, result.predictions)}
-            finally:
-                edit.revert(pipe)
-            ms = edit.meta["seconds"] * 1000
-            report[edit_name]["variants"][name] = {"rates": rates, "edit_ms": ms}
-            print(f"{name:34s} " + " ".join(f"{rates.get(c, float('nan')):12.2f}" for c in COLUMNS) + f"   {ms:7.1f}")
+            fit = edit.meta.get("fit_captions", [])
+            items = edit_suite(key, value, n=args.n, seed=0, split=args.split, exclude=fit)
+            t0 = time.perf_counter()
+            run_settings = EvalSettings(steps=args.steps, null=(name == "library default"))
+            if baseline is not None and [(i.prompt, i.seed) for i in baseline.items] != [(i.prompt, i.seed) for i in items]:
+                baseline = None
+            result = evaluate_edit(pipe, edit, items, judge, run_settings if name == "library default" else settings, baseline=baseline)
+            baseline = baseline or result
+            rates = result.rates["after"]
+            w = next(iter(result.weight["tensors"].values()))
+            null_spec = result.specificity("null") if "null" in result.rates else float("nan")
+            print(f"{name:30s} " + " ".join(fmt(rates.get(g)) for g in GROUPS) +
+                  f"  {w['rel_norm']:7.2f} {w['rank']:4d}  {null_spec:8.2f} {edit.meta['seconds'] * 1000:5.0f}"
+                  f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
+            report[edit_name][name] = {"settings": kwargs, "rows": result.rows(), "weight": result.weight}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -48,3 +49,23 @@ def load_tiny(tiny_dirs):
 @pytest.fixture(params=FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture
+def tiny_clip(tmp_path, tokenizer_files) -> Path:
+    """A tiny random transformers CLIPModel folder (32×32 images, the real CLIP BPE vocabulary)."""
+    from transformers import CLIPConfig, CLIPModel
+
+    config = CLIPConfig(
+        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, max_position_embeddings=77),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path / "clip"
+    CLIPModel(config).eval().save_pretrained(folder)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tokenizer_files / name, folder / name)
+    return folder

@@ -16,9 +16,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, NotADir
 
 
 def _command_modules():
-    from locedit.commands import edit_cmds, info_cmd
+    from locedit.commands import edit_cmds, eval_cmd, info_cmd
 
-    modules = [info_cmd, edit_cmds]
+    modules = [info_cmd, edit_cmds, eval_cmd]
     try:  # tracing commands (locedit trace / report) register themselves when present
         from locedit.commands import trace_cmds
 

@@ -15,14 +15,15 @@ SHORT = DemoSettings(steps=4, trace_steps=2, probe_count=1, text_states=("attn",
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     summary = run_demo(out, SHORT, quiet=True)
-    for name in ("summary.md", "summary.json", "edit.safetensors", "probes.jsonl", "grid-efficacy.png",
-                 "grid-specificity.png", "grid-generality.png"):
+    for name in ("summary.md", "summary.json", "edit.safetensors", "probes.jsonl", "eval/results.json", "eval/results.csv",
+                 "eval/grid-efficacy.png", "eval/grid-neighbours.png", "eval/grid-generality.png"):
         assert (out / name).is_file(), name
     assert list((out / "heatmaps").glob("*.png"))
     assert (out / "trace-text-encoder" / "results.csv").is_file() and (out / "trace-unet" / "results.csv").is_file()
     stored = json.loads((out / "summary.json").read_text())
     assert stored["edit"]["pairs"] == [["striped", "plain"]]
-    assert set(stored["edit"]["after"]) >= {"efficacy", "generality", "specificity"}
+    assert {r["group"] for r in stored["edit"]["rows"]} >= {"efficacy", "generality", "neighbours", "attributes"}
+    assert all("null_rate" in r for r in stored["edit"]["rows"])
     assert summary["trace"]["unet"]["cells"] > 0
     # a second run replaces the earlier demo folder; no temporary folders are left behind
     run_demo(out, SHORT, quiet=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 
 import pytest
@@ -21,25 +20,6 @@ def test_pixel_scorer():
     s = make_scorer("pixel").score(images, PROBE, ref)
     assert s.dtype == torch.float64 and s[0] == 1.0 and s[1] < s[2] < 1.0
     assert PixelScorer().destroyed(1.0, 0.95) and not PixelScorer().destroyed(1.0, 0.999)
-
-
-@pytest.fixture
-def tiny_clip(tmp_path, tokenizer_files):
-    from transformers import CLIPConfig, CLIPModel
-
-    config = CLIPConfig(
-        text_config=dict(vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=2, max_position_embeddings=77),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path / "clip"
-    CLIPModel(config).eval().save_pretrained(folder)
-    for name in ("vocab.json", "merges.txt"):
-        shutil.copy(tokenizer_files / name, folder / name)
-    return folder
 
 
 def test_clip_scorer_with_local_folder(tiny_clip):

@@ -37,9 +37,8 @@ class DemoSettings:
     unet_layers: tuple[str, ...] | None = None  # UNet kinds/globs traced; None = every layer
     edit_key: str = "striped"  # style removed by the demo edit
     edit_value: str = "plain"  # ... and what it becomes
-    eval_per_group: int = 24  # prompts per efficacy / generality / specificity group
-    eval_batch: int = 24  # images per pipeline call of the evaluation (the progress bar moves per batch)
-    grid_columns: int = 8  # images per before/after grid
+    eval_per_group: int = 16  # held-out prompts per evaluation group (6 groups, each judged before/after/null)
+    eval_batch: int = 32  # images per pipeline call of the evaluation (the progress bar moves per batch)
 
 
 def shapes_probes() -> list[dict]:
@@ -71,9 +70,9 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
 
     from locedit import load_pipeline, quickfix
     from locedit.builtin.classifier import ShapesClassifier
-    from locedit.builtin.edit_suite import edit_suite
-    from locedit.evaluate.edit_eval import evaluate_edit
-    from locedit.report.grids import save_grid
+    from locedit.evaluate.edit_eval import EvalSettings
+    from locedit.evaluate.results import write_results
+    from locedit.evaluate.run import builtin_suite, evaluate
     from locedit.report.heatmaps import draw_report
     from locedit.trace import TraceRequest, run_trace
     from locedit.trace.store import read_results
@@ -129,31 +128,21 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
         edit = quickfix(pipe, [(cfg.edit_key, cfg.edit_value)])
         summary["timings_s"]["edit"] = round(time.perf_counter() - t0, 3)
         edit.save(work / "edit.safetensors")
-        items = edit_suite(cfg.edit_key, cfg.edit_value, n=cfg.eval_per_group, seed=0)
+        items = builtin_suite(edit, per_group=cfg.eval_per_group, seed=0, split="test")
+        settings = EvalSettings(steps=cfg.steps, guidance=cfg.guidance, batch=cfg.eval_batch)
         t0 = time.perf_counter()
-        say(f"evaluating the edit on {len(items)} prompts, before and after ...")
-        with tqdm(total=2 * len(items), desc="evaluate", unit="image", disable=quiet) as bar:
-            results = evaluate_edit(
-                pipe, edit, items, classifier.predict, steps=cfg.steps, guidance=cfg.guidance, batch=cfg.eval_batch,
-                progress=lambda n: bar.update(n - bar.n),
-            )
+        say(f"evaluating the edit on {len(items)} held-out prompts: before, after, and a random ΔW of the same norm ...")
+        with tqdm(total=3 * len(items), desc="evaluate", unit="image", disable=quiet) as bar:
+            report, info = evaluate(pipe, edit, items, "builtin", settings, progress=bar.update)
+        write_results(report, work / "eval", {"model": "builtin:shapes", "edit": "edit.safetensors", **info})
         summary["timings_s"]["evaluate"] = round(time.perf_counter() - t0, 1)
         summary["edit"] = {
             "pairs": edit.meta["pairs"],
             "settings": {k: edit.meta[k] for k in ("lam", "positions", "templates", "preserve", "layer", "corpus_weight",
-                                                   "corpus_keys")},
-            "before": results["before"].rates,
-            "after": results["after"].rates,
+                                                   "corpus_keys", "shrink")},
+            "rows": report.rows(),
+            "weight": report.weight,
         }
-        for group in ("efficacy", "specificity", "generality"):
-            idx = [i for i, it in enumerate(items) if it.group == group][: cfg.grid_columns]
-            save_grid(
-                [results["before"].images[idx], results["after"].images[idx]],
-                work / f"grid-{group}.png",
-                row_labels=["before", "after"],
-                col_labels=[items[i].prompt for i in idx],
-                title=f"{group}: '{cfg.edit_key}' -> '{cfg.edit_value}'",
-            )
         summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
         (work / "summary.md").write_text(summary_markdown(summary))
         write_json(work / "summary.json", summary)
@@ -178,10 +167,18 @@ def summary_markdown(summary: dict) -> str:
         lines.append("")
     e = summary["edit"]
     lines += [f"## DIFF-QUICKFIX: {', '.join(f'{k!r} -> {v!r}' for k, v in e['pairs'])}", "",
-              f"settings: {e['settings']}", "", "| metric | before | after |", "|---|---|---|"]
-    for key in e["after"]:
-        lines.append(f"| {key} | {e['before'].get(key, float('nan')):.2f} | {e['after'][key]:.2f} |")
-    lines += ["", "efficacy: share of prompts naming the style where it is no longer drawn; generality: the same "
-              "for held-out paraphrases; specificity: share of other prompts drawn fully as asked.", "",
+              f"settings: {e['settings']}", "",
+              "Judged on held-out prompts (none of them fitted), image by image with the same seeds before and after; "
+              "95% Wilson intervals; null control: a random ΔW of the same norm.", "",
+              "| group | metric | n | rate [95% CI] | null control |", "|---|---|---|---|---|"]
+    for r in e["rows"]:
+        rate = "-" if r["rate"] is None else f"{r['rate']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+        null = "-" if r.get("null_rate") is None else f"{r['null_rate']:.2f} [{r['null_lo']:.2f}, {r['null_hi']:.2f}]"
+        lines.append(f"| {r['group']} | {r['metric']} | {r['n']} | {rate} | {null} |")
+    for name, w in e["weight"]["tensors"].items():
+        lines += ["", f"weight change of {name}: ||ΔW||/||W|| = {w['rel_norm']:.3f}, rank {w['rank']}"]
+    lines += ["", "efficacy: prompts naming the style in the edit's own phrasings (captions not fitted) that no longer "
+              "show it; generality: the same in held-out phrasings; neighbours / attributes / entities: prompts without "
+              "it that keep what they asked for; other_route: the same look asked for by another name (not counted).", "",
               "timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()), ""]
     return "\n".join(lines)

@@ -77,6 +77,10 @@ class QuickFixConfig:
     # are always left out of the corpus term, which would otherwise hold the key's old outputs in
     # place. 0: templates only.
     corpus_keys: int = 64
+    # Shrinkage of the corpus second moment toward its mean eigenvalue: C_s = (1 - s) C + s tr(C)/d I.
+    # A corpus estimates C badly in the directions it rarely uses; without shrinkage the edit writes
+    # into them cheaply, and prompts the corpus did not contain pay for it. 0: no shrinkage.
+    shrink: float = 0.0
 
 
 @dataclass
@@ -331,6 +335,15 @@ def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: in
     return total / count
 
 
+def shrunk(moment: torch.Tensor, amount: float) -> torch.Tensor:
+    """(1 - amount) C + amount * tr(C)/d * I: C pulled toward its mean eigenvalue (Ledoit-Wolf style)."""
+    if amount == 0:
+        return moment
+    d = moment.shape[0]
+    eye = torch.eye(d, dtype=moment.dtype, device=moment.device)
+    return (1 - amount) * moment + amount * (moment.trace() / d) * eye
+
+
 def solve_ridge(
     weight: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, lam: float, cov: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -373,6 +386,7 @@ def quickfix(
     corpus: Sequence[str] | None = None,
     corpus_weight: float | None = None,
     corpus_keys: int | None = None,
+    shrink: float | None = None,
     config: QuickFixConfig | None = None,
 ) -> Edit:
     """Compute a DIFF-QUICKFIX edit of `pipe` (which is left untouched: `edit.apply(pipe)` changes it).
@@ -397,6 +411,9 @@ def quickfix(
     corpus = cfg.corpus if corpus is None else corpus
     corpus_weight = cfg.corpus_weight if corpus_weight is None else float(corpus_weight)
     corpus_keys = cfg.corpus_keys if corpus_keys is None else int(corpus_keys)
+    shrink = cfg.shrink if shrink is None else float(shrink)
+    if not 0 <= shrink <= 1:
+        raise ValueError(f"shrink must be in [0, 1] (got {shrink}); 0 keeps the corpus second moment as it is")
     explicit_corpus = corpus is not None
     if explicit_corpus:
         corpus, corpus_source = list(corpus), "given"
@@ -418,6 +435,7 @@ def quickfix(
 
     start = time.perf_counter()
     before, after, stats = {}, {}, {}
+    fit: set[str] = set()  # every caption the solve read: key, value, preserve and corpus captions
     for handle in text_encoders(pipe, encoder):
         if not 0 <= layer < handle.num_layers:
             raise ValueError(f"layer {layer} does not exist in {handle.name} ({handle.num_layers} layers)")
@@ -435,7 +453,9 @@ def quickfix(
         rows = build_rows(handle, edit_captions, preserve_captions, positions, layer, cfg.solve_dtype)
         w = handle.module("attn_out", layer).weight.detach()
         moment, used = corpus_moment(handle, corpus, layer, exclude=naming) if corpus_weight > 0 else (None, [])
-        cov = corpus_weight * moment.to(cfg.solve_dtype) if moment is not None else None
+        cov = corpus_weight * shrunk(moment.to(cfg.solve_dtype), shrink) if moment is not None else None
+        fit.update(rows.captions)
+        fit.update(used)
         w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam, cov)
         edit_k, edit_v = rows.keys[: rows.n_edit], rows.values[: rows.n_edit]
         err = (edit_k @ w_new.T - edit_v).norm(dim=1) / edit_v.norm(dim=1).clamp_min(1e-12)
@@ -463,6 +483,7 @@ def quickfix(
             "corpus_source": corpus_source if corpus else None,
             "corpus_weight": corpus_weight,
             "corpus_keys": corpus_keys,
+            "shrink": shrink,
             "positions": positions,
             "layer": layer,
             "encoder": "both" if encoder in (None, "both", "all") else str(encoder),
@@ -470,5 +491,6 @@ def quickfix(
             "fingerprint": fingerprint_tensors(before),
             "stats": stats,
             "seconds": elapsed,
+            "fit_captions": sorted(fit),
         },
     )

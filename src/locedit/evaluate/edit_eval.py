@@ -1,124 +1,232 @@
-"""Edit evaluation: efficacy, generality and specificity of an edit, judged by an attribute classifier.
+"""Edit evaluation: each group of a suite judged image by image (the same seed before and after the
+edit), rates with Wilson 95% intervals, and a null control.
 
-A suite is a list of EvalItems. Each names a prompt, the attribute values the prompt asks for, and
-its group: "efficacy" (captions with the edited concept, in training templates), "generality" (the
-same in held-out paraphrases) or "specificity" (captions without it). For efficacy/generality items,
-`removed` is the (attribute, value) that must no longer be drawn; every other asked-for attribute
-should stay. Images are generated with fixed seeds before and after the edit, so the two are
-comparable image by image.
+The null control is a random ΔW of the edit's Frobenius norm on the same tensors, evaluated on the
+same suite: it shows what "no specific damage" looks like on this model, beside every rate.
+
+Rates (per group, over the *applicable* items: those whose before image shows what the group tests):
+- efficacy / generality: ``removed``, the share whose after image no longer shows the key; with a
+  target also ``to_target``; with expected other attributes ``others_kept``.
+- neighbours / attributes / entities / other_route: ``kept``, the share still showing what they asked for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
 
 from locedit.evaluate.generate import generate
+from locedit.evaluate.judges import Judge, Outcome
+from locedit.evaluate.suite import EFFICACY_GROUPS, GROUPS, SPECIFICITY_GROUPS, EvalItem, check_items
 
-GROUPS = ("efficacy", "generality", "specificity")
 
-
-@dataclass(frozen=True)
-class EvalItem:
-    prompt: str
-    group: str  # one of GROUPS
-    expect: dict[str, str]  # attribute -> value the prompt asks for
-    seed: int
-    removed: tuple[str, str] | None = None  # (attribute, value) the edit must remove (efficacy/generality)
-    target: str | None = None  # value the removed attribute should become, if the edit maps to one
+def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score interval (default 95%) of a proportion k/n; (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    lo, hi = max(0.0, centre - half), min(1.0, centre + half)
+    return (0.0 if k == 0 else lo), (1.0 if k == n else hi)  # exact at the ends (rounding leaves 1 - 1e-16)
 
 
 @dataclass
-class EvalResult:
-    """Rates in [0, 1] per group (see `summary`), plus the raw predictions."""
+class Rate:
+    """k of n applicable items succeeded; rate = k/n with its Wilson 95% interval [lo, hi]."""
 
-    rates: dict[str, float]
-    predictions: list[dict[str, str]] = field(default_factory=list)
-    images: torch.Tensor | None = None  # (B, 3, H, W) in [0, 1], one per item
+    k: int
+    n: int
+
+    @property
+    def rate(self) -> float:
+        return self.k / self.n if self.n else float("nan")
+
+    @property
+    def interval(self) -> tuple[float, float]:
+        return wilson(self.k, self.n)
+
+    def to_json(self) -> dict:
+        lo, hi = self.interval
+        return {"k": self.k, "n": self.n, "rate": None if not self.n else self.rate, "lo": lo, "hi": hi}
 
 
-def score_predictions(items: list[EvalItem], predictions: list[dict[str, str]]) -> dict[str, float]:
-    """Rates from classifier predictions.
+def metric_name(group: str) -> str:
+    return "removed" if group in EFFICACY_GROUPS else "kept"
 
-    Returns keys (present when the group has items):
-        efficacy / generality: share of items where the removed value is no longer drawn;
-        efficacy_to_target / generality_to_target: share drawn as the target value;
-        efficacy_others_kept: share where every other asked-for attribute is still drawn;
-        specificity: share of specificity items with every asked-for attribute drawn;
-        specificity_<attr>: the same per attribute.
-    """
-    rates: dict[str, float] = {}
-    for group in ("efficacy", "generality"):
-        pairs = [(it, p) for it, p in zip(items, predictions) if it.group == group]
-        if not pairs:
+
+def rates_of(items: Sequence[EvalItem], outcomes: Sequence[Outcome]) -> dict[tuple[str, str], Rate]:
+    """{(group, metric): Rate} over the applicable items of each group present in `items`."""
+    out: dict[tuple[str, str], Rate] = {}
+    for group in GROUPS:
+        pairs = [(it, o) for it, o in zip(items, outcomes) if it.group == group and o.applicable]
+        if not any(it.group == group for it in items):
             continue
-        n = len(pairs)
-        rates[group] = sum(p[it.removed[0]] != it.removed[1] for it, p in pairs) / n
-        if all(it.target for it, _ in pairs):
-            rates[f"{group}_to_target"] = sum(p[it.removed[0]] == it.target for it, p in pairs) / n
-        rates[f"{group}_others_kept"] = sum(
-            all(p[a] == v for a, v in it.expect.items() if a != it.removed[0]) for it, p in pairs
-        ) / n
-    spec = [(it, p) for it, p in zip(items, predictions) if it.group == "specificity"]
-    if spec:
-        rates["specificity"] = sum(all(p[a] == v for a, v in it.expect.items()) for it, p in spec) / len(spec)
-        for attr in sorted({a for it, _ in spec for a in it.expect}):
-            asked = [(it, p) for it, p in spec if attr in it.expect]
-            rates[f"specificity_{attr}"] = sum(p[attr] == it.expect[attr] for it, p in asked) / len(asked)
-    return rates
-
-
-def evaluate_items(
-    pipe,
-    items: list[EvalItem],
-    classify: Callable[[torch.Tensor], list[dict[str, str]]],
-    steps: int = 20,
-    guidance: float = 5.0,
-    batch: int = 64,
-    progress=None,
-) -> EvalResult:
-    """Generate every item's image with its seed, classify, and score (see `score_predictions`)."""
-    images = generate(pipe, [it.prompt for it in items], [it.seed for it in items], steps, guidance, batch, progress)
-    predictions = classify(images)
-    return EvalResult(score_predictions(items, predictions), predictions, images)
-
-
-def retention(items: list[EvalItem], before: list[dict[str, str]], after: list[dict[str, str]]) -> dict[str, float]:
-    """Image-by-image comparison of the same seeds before and after an edit.
-
-    Returns:
-        specificity_retained: of the specificity items drawn fully as asked before the edit, the
-            share still drawn fully as asked after it (the edit cannot be blamed for what the model
-            got wrong on its own);
-        efficacy_removed / generality_removed: of the items that drew the removed value before,
-            the share that no longer draw it.
-    """
-    out: dict[str, float] = {}
-    spec = [(it, b, a) for it, b, a in zip(items, before, after) if it.group == "specificity"
-            and all(b[k] == v for k, v in it.expect.items())]
-    if spec:
-        out["specificity_retained"] = sum(all(a[k] == v for k, v in it.expect.items()) for it, _, a in spec) / len(spec)
-    for group in ("efficacy", "generality"):
-        drawn = [(it, a) for it, b, a in zip(items, before, after) if it.group == group and b[it.removed[0]] == it.removed[1]]
-        if drawn:
-            out[f"{group}_removed"] = sum(a[it.removed[0]] != it.removed[1] for it, a in drawn) / len(drawn)
+        out[(group, metric_name(group))] = Rate(sum(o.success for _, o in pairs), len(pairs))
+        if group in EFFICACY_GROUPS:
+            targets = [o.to_target for _, o in pairs if o.to_target is not None]
+            if targets:
+                out[(group, "to_target")] = Rate(sum(targets), len(targets))
+            kept = [o.others_kept for _, o in pairs if o.others_kept is not None]
+            if kept:
+                out[(group, "others_kept")] = Rate(sum(kept), len(kept))
     return out
 
 
-def evaluate_edit(pipe, edit, items, classify, progress=None, **kwargs) -> dict[str, EvalResult]:
-    """{"before": ..., "after": ...}: the suite on `pipe` without and with `edit` (reverted after).
+def random_delta_like(edit, seed: int = 0) -> dict[str, torch.Tensor]:
+    """{name: W + R}: a Gaussian R with ||R||_F = ||ΔW||_F for every tensor of `edit` (the null control)."""
+    gen = torch.Generator().manual_seed(seed)
+    after = {}
+    for name in edit.names:
+        delta = edit.delta(name)
+        noise = torch.randn(delta.shape, generator=gen, dtype=torch.float64)
+        noise *= delta.norm() / noise.norm().clamp_min(1e-30)
+        after[name] = (edit.before[name].double() + noise).to(edit.before[name].dtype)
+    return after
 
-    The "after" rates also hold the before/after comparisons of `retention`. `progress`, if given,
-    is called with the number of images generated so far, out of 2 * len(items).
+
+def null_edit(edit, seed: int = 0):
+    """An Edit with the same tensors and norms as `edit` but random directions (see random_delta_like)."""
+    from locedit.edit.edit import Edit
+
+    meta = {**edit.meta, "method": "null-control", "null_seed": seed}
+    return Edit(dict(edit.before), random_delta_like(edit, seed), meta)
+
+
+@torch.no_grad()
+def weight_change(edit, pipe=None, prompts: Sequence[str] = ()) -> dict:
+    """How much the edit changes: per tensor ||ΔW||/||W|| and numerical rank (singular values above
+    s_max·1e-6), and, with `pipe` and `prompts`, the largest and mean relative change
+    ||E'(p) − E(p)|| / ||E(p)|| of the text encoders' last hidden states over the prompts."""
+    out: dict = {"tensors": {}}
+    for name in edit.names:
+        delta, base = edit.delta(name), edit.before[name].double()
+        s = torch.linalg.svdvals(delta)
+        rank = int((s > s[0] * 1e-6).sum()) if s.numel() and s[0] > 0 else 0
+        out["tensors"][name] = {"rel_norm": float(delta.norm() / base.norm()), "rank": rank, "shape": list(delta.shape)}
+    if pipe is not None and prompts:
+        from locedit.models import text_encoders
+
+        def encode() -> list[torch.Tensor]:
+            return [h.encoder(h.tokenize(list(prompts)).to(h.encoder.device))[0].double().cpu() for h in text_encoders(pipe)]
+
+        before = encode()
+        edit.apply(pipe)
+        try:
+            after = encode()
+        finally:
+            edit.revert(pipe)
+        rel = torch.stack([(a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1) for a, b in zip(after, before)]).amax(0)
+        out["output_change_max"] = float(rel.max())
+        out["output_change_mean"] = float(rel.mean())
+        out["output_change_prompts"] = len(prompts)
+    return out
+
+
+@dataclass
+class EvalSettings:
+    """How images are generated for an evaluation."""
+
+    # Denoising steps per image (the built-in model's quality numbers use 20).
+    steps: int = 20
+    # Classifier-free guidance scale.
+    guidance: float = 5.0
+    # Images per pipeline call.
+    batch: int = 64
+    # Evaluate a random ΔW of the edit's norm on the same suite (doubles nothing else; adds one pass).
+    null: bool = True
+    # Seed of the null control's random directions.
+    null_seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch < 1:
+            raise ValueError(f"steps and batch must be >= 1 (got steps={self.steps}, batch={self.batch})")
+
+
+@dataclass
+class EvalReport:
+    """Everything one evaluation measured."""
+
+    items: list[EvalItem]
+    observations: dict[str, list[dict]]  # "before" / "after" / "null" -> one observation per item
+    outcomes: dict[str, list[Outcome]]  # "after" / "null" -> one outcome per item
+    rates: dict[str, dict[tuple[str, str], Rate]]  # "after" / "null" -> {(group, metric): Rate}
+    weight: dict
+    images: dict[str, torch.Tensor] = field(default_factory=dict)  # "before" / "after" / "null" -> (B, 3, H, W)
+
+    def specificity(self, which: str = "after") -> float:
+        """The lowest kept-rate over the specificity groups present (nan when none)."""
+        vals = [r.rate for (g, _), r in self.rates[which].items() if g in SPECIFICITY_GROUPS and r.n]
+        return min(vals) if vals else float("nan")
+
+    def rows(self) -> list[dict]:
+        """One row per (group, metric): the edit's rate and interval, and the null control's."""
+        rows = []
+        for (group, metric), rate in self.rates["after"].items():
+            row = {"group": group, "metric": metric, **rate.to_json()}
+            null = self.rates.get("null", {}).get((group, metric))
+            if null is not None:
+                row.update({f"null_{k}": v for k, v in null.to_json().items()})
+            rows.append(row)
+        return rows
+
+
+def evaluate_edit(
+    pipe,
+    edit,
+    items: Sequence[EvalItem],
+    judge: Judge,
+    settings: EvalSettings | None = None,
+    progress: Callable[[int], None] | None = None,
+    keep_images: bool = True,
+    baseline: EvalReport | None = None,
+) -> EvalReport:
+    """Judge `edit` on `items`: generate before, with the edit, and (settings.null) with the null
+    control, all with the items' seeds; the pipeline is left as it was.
+
+    `progress`, if given, is called with the number of images each pipeline call adds (tqdm's
+    `update` convention), 2 or 3 × len(items) in all. `baseline`: an earlier report on the same
+    items and settings whose before images are reused (comparing many edits of one model).
     """
-    after_progress = None if progress is None else (lambda n: progress(len(items) + n))
-    before = evaluate_items(pipe, items, classify, progress=progress, **kwargs)
-    edit.apply(pipe)
-    try:
-        after = evaluate_items(pipe, items, classify, progress=after_progress, **kwargs)
-    finally:
-        edit.revert(pipe)
-    after.rates.update(retention(items, before.predictions, after.predictions))
-    return {"before": before, "after": after}
+    cfg = settings or EvalSettings()
+    items = list(items)
+    check_items(items)
+    judge.check(items)
+    prompts, seeds = [it.prompt for it in items], [it.seed for it in items]
+    done = [0]
+
+    def run() -> tuple[list[dict], torch.Tensor]:
+        def step(n_done: int) -> None:
+            if progress is not None:
+                progress(n_done - done[0])
+            done[0] = n_done
+
+        done[0] = 0
+        images = generate(pipe, prompts, seeds, cfg.steps, cfg.guidance, cfg.batch, step)
+        return judge.observe(images, items), images
+
+    observations, images = {}, {}
+    if baseline is not None:
+        if [(it.prompt, it.seed) for it in baseline.items] != list(zip(prompts, seeds)):
+            raise ValueError("the baseline report was made on other items; evaluate without it")
+        observations["before"], images["before"] = baseline.observations["before"], baseline.images.get("before")
+    else:
+        observations["before"], images["before"] = run()
+    runs = {"after": edit}
+    if cfg.null:
+        runs["null"] = null_edit(edit, cfg.null_seed)
+    for which, applied in runs.items():
+        applied.apply(pipe)
+        try:
+            observations[which], images[which] = run()
+        finally:
+            applied.revert(pipe)
+    outcomes = {w: [judge.outcome(it, b, a) for it, b, a in zip(items, observations["before"], observations[w])] for w in runs}
+    rates = {w: rates_of(items, outcomes[w]) for w in runs}
+    spec_prompts = [it.prompt for it in items if it.group in SPECIFICITY_GROUPS]
+    weight = weight_change(edit, pipe, spec_prompts)
+    return EvalReport(items, observations, outcomes, rates, weight, images if keep_images else {})

@@ -110,14 +110,19 @@ class ClipScorer(Scorer):
         return self._text_cache[text]
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, probe: Probe, reference: torch.Tensor) -> torch.Tensor:
+    def score_texts(self, images: torch.Tensor, texts: list[str]) -> torch.Tensor:
+        """CLIP-Scores (N, T) float64 of `images` (N, 3, H, W) in [0, 1] against each of `texts`."""
         x = images.detach().float().cpu()
         x = torch.nn.functional.interpolate(x, size=(self.size, self.size), mode="bicubic", align_corners=False)
         x = ((x.clamp(0, 1) - self.mean) / self.std).to(self.device, self.model.dtype)
         emb = self.model.get_image_features(pixel_values=x)
         emb = getattr(emb, "pooler_output", emb)
         emb = torch.nn.functional.normalize(emb.float(), dim=-1)
-        return (100.0 * emb @ self._text(probe.target_text)).double().cpu()
+        text = torch.stack([self._text(t) for t in texts])  # (T, D)
+        return (100.0 * emb @ text.T).double().cpu()
+
+    def score(self, images: torch.Tensor, probe: Probe, reference: torch.Tensor) -> torch.Tensor:
+        return self.score_texts(images, [probe.target_text])[:, 0]
 
 
 # Probe attribute -> classifier attribute of the built-in shapes world.

@@ -1,0 +1,132 @@
+"""Evaluation suites of an edit: items (prompt, group, seed, what the image must show), JSONL files,
+and the check that a suite shares no caption with what an edit was fitted on.
+
+Groups (each reported on its own, image by image, the same seed before and after the edit):
+
+- ``efficacy``: the key in the phrasings the edit was fitted on (its templates); must no longer be drawn.
+- ``generality``: the key in held-out phrasings; must no longer be drawn.
+- ``neighbours``: other values of the key's attribute (other styles, other artists, other colours);
+  must keep them.
+- ``attributes``: prompts without the key; the attributes other than the edited one must stay.
+- ``entities``: named entities (facts) that do not stand for the key's value; must stay.
+- ``other_route``: prompts that ask for the key's *value* without naming the key (after removing an
+  artist, the style word itself); reported on their own, not part of specificity: whether they should
+  change is the user's choice.
+
+A JSONL suite has one object per line with the fields of `EvalItem`; ``expect``, ``key`` and
+``target`` map attribute names to values (for the ``builtin`` judge) and ``key_text`` /
+``value_text`` are the texts the ``clip:PATH`` judge compares efficacy images with.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from locedit.io import atomic_path
+
+EFFICACY_GROUPS = ("efficacy", "generality")
+SPECIFICITY_GROUPS = ("neighbours", "attributes", "entities")
+REPORTED_GROUPS = ("other_route",)
+GROUPS = EFFICACY_GROUPS + SPECIFICITY_GROUPS + REPORTED_GROUPS
+
+
+class SuiteError(ValueError):
+    """A suite that cannot be evaluated (unknown group, missing field, empty, overlapping the fit)."""
+
+
+@dataclass(frozen=True)
+class EvalItem:
+    """One prompt of a suite.
+
+    Attributes:
+        prompt: the text given to the pipeline.
+        group: one of GROUPS.
+        seed: drives the initial latent; the same before and after the edit.
+        expect: attribute -> value the image must show (specificity groups: what must be kept;
+            efficacy groups: the other attributes, which must be kept while the key goes).
+        key: efficacy groups: attribute -> value that together mean "the key is drawn".
+        target: efficacy groups: attribute -> value of the edit's value concept ({} for a removal).
+        key_text, value_text: efficacy groups, for the CLIP judge: texts naming the key concept and
+            the value concept ("a painting by van gogh", "a painting").
+    """
+
+    prompt: str
+    group: str
+    seed: int
+    expect: dict[str, str] = field(default_factory=dict)
+    key: dict[str, str] = field(default_factory=dict)
+    target: dict[str, str] = field(default_factory=dict)
+    key_text: str | None = None
+    value_text: str | None = None
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v not in (None, {})}
+
+
+def check_items(items: Sequence[EvalItem]) -> None:
+    """Raise SuiteError for an empty suite, an unknown group or an efficacy item without a key."""
+    if not items:
+        raise SuiteError("the suite is empty; give at least one item (see `locedit eval --help` for the JSONL fields)")
+    for i, item in enumerate(items):
+        if item.group not in GROUPS:
+            raise SuiteError(f"item {i} ({item.prompt!r}) has unknown group {item.group!r}; use one of {', '.join(GROUPS)}")
+        if not item.prompt.strip():
+            raise SuiteError(f"item {i} has an empty prompt")
+        if item.group in EFFICACY_GROUPS and not (item.key or item.key_text):
+            raise SuiteError(f"item {i} ({item.prompt!r}) is in group {item.group!r} but says neither `key` nor `key_text`")
+
+
+def _item_from_json(obj: dict, where: str) -> EvalItem:
+    if not isinstance(obj, dict):
+        raise SuiteError(f"{where}: not a JSON object")
+    unknown = set(obj) - set(EvalItem.__dataclass_fields__)
+    if unknown:
+        raise SuiteError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(EvalItem.__dataclass_fields__)}")
+    for name in ("prompt", "group", "seed"):
+        if name not in obj:
+            raise SuiteError(f"{where}: missing field {name!r}")
+    if not isinstance(obj["seed"], int) or isinstance(obj["seed"], bool):
+        raise SuiteError(f"{where}: seed must be an integer (got {obj['seed']!r})")
+    for name in ("expect", "key", "target"):
+        value = obj.get(name, {})
+        if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+            raise SuiteError(f"{where}: {name} must map attribute names to values (strings)")
+    return EvalItem(**obj)
+
+
+def read_suite(path: str | Path) -> list[EvalItem]:
+    """Items of a JSONL suite file (blank lines skipped); SuiteError names the bad line."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"suite file {str(path)!r} does not exist")
+    items = []
+    for n, line in enumerate(file.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise SuiteError(f"{path}:{n}: not JSON ({err.msg})") from None
+        items.append(_item_from_json(obj, f"{path}:{n}"))
+    check_items(items)
+    return items
+
+
+def write_suite(items: Iterable[EvalItem], path: str | Path) -> None:
+    """Write items as JSONL, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text("".join(json.dumps(it.to_json(), sort_keys=True) + "\n" for it in items))
+
+
+def normalize_caption(text: str) -> str:
+    """Lower case, single spaces: the form in which fit and evaluation captions are compared."""
+    return " ".join(text.lower().split())
+
+
+def overlap(items: Sequence[EvalItem], fit_captions: Iterable[str]) -> list[str]:
+    """Prompts of `items` that are also captions the edit was fitted on (normalized), sorted."""
+    fitted = {normalize_caption(c) for c in fit_captions}
+    return sorted({it.prompt for it in items if normalize_caption(it.prompt) in fitted})
