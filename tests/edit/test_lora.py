@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from locedit import quickfix
@@ -48,6 +51,25 @@ def test_kohya_keys_and_shapes(load_tiny, tmp_path):
     sd1 = load_tiny("sd1")
     quickfix(sd1, [("van gogh", "painting")]).to_lora(tmp_path / "k1.safetensors", format="kohya")
     assert all(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_out_proj.") for k in load_file(str(tmp_path / "k1.safetensors")))
+
+
+@pytest.mark.parametrize("rank", [None, 2])
+def test_reported_errors_are_those_of_the_stored_factors(load_tiny, tmp_path, rank):
+    edit = quickfix(load_tiny("sd1"), [("van gogh", "painting")])
+    report = edit.to_lora(tmp_path / "d.safetensors", rank=rank)  # diffusers format: ΔW = B @ A
+    sd = load_file(str(tmp_path / "d.safetensors"))
+    with safe_open(str(tmp_path / "d.safetensors"), framework="pt") as f:
+        stored = json.loads(f.metadata()["locedit.lora"])["rel_errors"]
+    for name in edit.names:
+        base = name.removesuffix(".weight")
+        want = edit.delta(name)
+        got = sd[f"{base}.lora_B.weight"].double() @ sd[f"{base}.lora_A.weight"].double()
+        err = ((got - want).norm() / want.norm()).item()
+        print(f"rank {rank}: reported {report['rel_errors'][name]:.3e}, stored factors {err:.3e}")
+        assert report["rel_errors"][name] == pytest.approx(err, rel=1e-6)
+        assert stored[name] == report["rel_errors"][name]
+    if rank is None:  # float32 rounding of the factors, not the float64 SVD's 1e-15
+        assert all(1e-10 < e < 1e-6 for e in report["rel_errors"].values())
 
 
 def test_truncated_rank_reports_error(load_tiny, tmp_path):

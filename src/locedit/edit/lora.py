@@ -2,7 +2,8 @@
 
 ΔW has rank at most the number of edit key rows. With no rank given, every singular value above
 float32 resolution is kept, so the LoRA reproduces ΔW to float32 precision; with a rank, the
-relative reconstruction error ||ΔW − up·down||_F / ||ΔW||_F is reported.
+relative reconstruction error ||ΔW − up·down||_F / ||ΔW||_F is reported. Errors are measured on the
+float32 factors the file stores, so they are what a client loading the file gets.
 
 Formats:
 - "diffusers": peft keys "<component>.<module path>.lora_A.weight" (down) / "lora_B.weight" (up),
@@ -27,7 +28,8 @@ _SDXL_KOHYA_PREFIX = {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
 
 
 def factorize(delta: torch.Tensor, rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """SVD factors (up, down) of `delta` (d_out, d_in) and the relative reconstruction error.
+    """float32 SVD factors up (d_out, r) and down (r, d_in) of `delta` (d_out, d_in), and the
+    relative reconstruction error ||delta − up·down||_F / ||delta||_F of those float32 factors.
 
     rank=None keeps the singular values above float32 resolution (s > s_max * 1e-7). (An extra
     factor max(d), as in numpy's matrix_rank, dropped real directions of corpus-regularised edits.)
@@ -41,11 +43,11 @@ def factorize(delta: torch.Tensor, rank: int | None = None) -> tuple[torch.Tenso
         raise ValueError(f"LoRA rank must be a positive integer (got {rank})")
     rank = min(rank, s.numel())
     root = s[:rank].sqrt()
-    up = u[:, :rank] * root
-    down = root[:, None] * vh[:rank]
+    up = (u[:, :rank] * root).float().contiguous()
+    down = (root[:, None] * vh[:rank]).float().contiguous()
     norm = d.norm()
-    err = float((d - up @ down).norm() / norm) if norm > 0 else 0.0
-    return up.float().contiguous(), down.float().contiguous(), err
+    err = float((d - up.double() @ down.double()).norm() / norm) if norm > 0 else 0.0
+    return up, down, err
 
 
 def _kohya_name(edit, name: str) -> str:
