@@ -36,7 +36,9 @@ def register(sub) -> None:
     p.add_argument("--encoder", default="both", help="text encoder to edit: 1, 2 or both (SDXL); default both")
     p.add_argument("--out", metavar="EDIT", help="write the edit file (.safetensors)")
     p.add_argument("--lora", metavar="FILE", help="also export the edit as a LoRA file")
-    p.add_argument("--lora-format", choices=["diffusers", "kohya"], default="diffusers")
+    p.add_argument("--lora-format", choices=["diffusers", "kohya"], default="diffusers",
+                   help="diffusers (read by diffusers, ComfyUI, Forge) or kohya (read by every client, "
+                   "AUTOMATIC1111 and kohya sd-scripts too); default diffusers")
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
     p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")
     p.set_defaults(func=run_edit)

@@ -2,13 +2,35 @@
 
 ΔW has rank at most the number of edit key rows. With no rank given, every singular value above
 float32 resolution is kept, so the LoRA reproduces ΔW to float32 precision; with a rank, the
-relative reconstruction error ||ΔW − up·down||_F / ||ΔW||_F is reported.
+relative reconstruction error ||ΔW − up·down||_F / ||ΔW||_F is reported. Errors are measured on the
+float32 factors the file stores, so they are what a client loading the file gets.
 
 Formats:
 - "diffusers": peft keys "<component>.<module path>.lora_A.weight" (down) / "lora_B.weight" (up),
-  read by diffusers' `pipe.load_lora_weights(path)`; no alpha, so the scale is 1.
+  no alpha (scale 1). Read by diffusers' `pipe.load_lora_weights(path)` and by ComfyUI/Forge's
+  loaders (peft lora_A/lora_B keys); AUTOMATIC1111 does not read it.
 - "kohya": "lora_te_<module path with _>.lora_down.weight" / ".lora_up.weight" / ".alpha" (= rank,
-  scale 1), with lora_te1_/lora_te2_ for SDXL's two encoders, as A1111 and ComfyUI read them.
+  scale 1), with lora_te1_/lora_te2_ for SDXL's two encoders. Read by every client: AUTOMATIC1111,
+  Forge, ComfyUI, kohya sd-scripts, diffusers.
+
+What the kohya format adds so that every client applies the whole edit:
+- Zero q_proj/k_proj/v_proj entries beside each self_attn.out_proj of an OpenCLIP encoder (SD2's
+  encoder, SDXL's second). AUTOMATIC1111 runs those encoders through torch.nn.MultiheadAttention,
+  which reads out_proj.weight without calling out_proj's forward, and its networks.py
+  (network_apply_weights) changes a MultiheadAttention only when q, k, v and out are all present:
+  without them the out_proj change is dropped silently. The zeros change nothing in any client.
+  They have the out_proj's rank and alpha: diffusers (utils/peft_utils.py get_peft_kwargs) puts a
+  module whose rank or alpha differs from the encoder's most common one into rank_pattern /
+  alpha_pattern, and its text-encoder alpha_pattern keys name the attention block rather than the
+  projection, so e.g. rank-1 alpha-1 companions would leave out_proj at alpha 1 with rank r (scale 1/r).
+- Metadata, in both formats: "ss_base_model_version" and "ss_v2" with kohya sd-scripts' values
+  (model_util.get_model_version_str_for_sd1_sd2: "sd_v1", "sd_v2"; sdxl_model_util:
+  "sdxl_base_v1-0"; train_network.py writes "ss_v2" as str(bool)). AUTOMATIC1111 and Forge
+  (extensions-builtin/*/network.py NetworkOnDisk.detect_version) file a LoRA as SDXL when
+  ss_base_model_version starts with "sdxl_", as SD2 when ss_v2 == "True", else as SD1 whenever the
+  file has any metadata, and hide LoRAs of other versions than the loaded checkpoint's.
+  The edit does not know the scheduler, so SD2 is written "sd_v2" whether or not the model is
+  v-prediction (kohya's "_v" suffix, which no client reads).
 """
 
 from __future__ import annotations
@@ -24,10 +46,16 @@ from locedit.io import atomic_path
 LORA_FORMATS = ("diffusers", "kohya")
 _KOHYA_PREFIX = {"text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
 _SDXL_KOHYA_PREFIX = {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
+# Encoders that AUTOMATIC1111 runs as OpenCLIP (torch.nn.MultiheadAttention): SD2's, SDXL's second.
+_OPENCLIP_ENCODERS = {"sd2": ("text_encoder",), "sdxl": ("text_encoder_2",)}
+# kohya sd-scripts' ss_base_model_version per family (see module docstring).
+_BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
+_ATTN_OUT = "self_attn.out_proj"
 
 
 def factorize(delta: torch.Tensor, rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """SVD factors (up, down) of `delta` (d_out, d_in) and the relative reconstruction error.
+    """float32 SVD factors up (d_out, r) and down (r, d_in) of `delta` (d_out, d_in), and the
+    relative reconstruction error ||delta − up·down||_F / ||delta||_F of those float32 factors.
 
     rank=None keeps the singular values above float32 resolution (s > s_max * 1e-7). (An extra
     factor max(d), as in numpy's matrix_rank, dropped real directions of corpus-regularised edits.)
@@ -41,22 +69,40 @@ def factorize(delta: torch.Tensor, rank: int | None = None) -> tuple[torch.Tenso
         raise ValueError(f"LoRA rank must be a positive integer (got {rank})")
     rank = min(rank, s.numel())
     root = s[:rank].sqrt()
-    up = u[:, :rank] * root
-    down = root[:, None] * vh[:rank]
+    up = (u[:, :rank] * root).float().contiguous()
+    down = (root[:, None] * vh[:rank]).float().contiguous()
     norm = d.norm()
-    err = float((d - up @ down).norm() / norm) if norm > 0 else 0.0
-    return up.float().contiguous(), down.float().contiguous(), err
+    err = float((d - up.double() @ down.double()).norm() / norm) if norm > 0 else 0.0
+    return up, down, err
 
 
-def _kohya_name(edit, name: str) -> str:
+def _kohya_name(family: str, name: str) -> str:
+    """kohya module name of canonical weight `name`, e.g. "lora_te1_text_model_encoder_layers_0_self_attn_out_proj"."""
     component, _, rest = name.partition(".")
     module_path = rest.rpartition(".")[0]
-    prefixes = _SDXL_KOHYA_PREFIX if edit.meta.get("family") == "sdxl" else _KOHYA_PREFIX
+    prefixes = _SDXL_KOHYA_PREFIX if family == "sdxl" else _KOHYA_PREFIX
     return f"{prefixes[component]}_{module_path.replace('.', '_')}"
+
+
+def _needs_qkv_companions(family: str, name: str) -> bool:
+    """True for a self_attn.out_proj weight of an encoder that AUTOMATIC1111 runs as MultiheadAttention."""
+    component, _, rest = name.partition(".")
+    return component in _OPENCLIP_ENCODERS.get(family, ()) and rest.endswith(f"{_ATTN_OUT}.weight")
+
+
+def _client_metadata(family: str | None) -> dict[str, str]:
+    """The kohya sd-scripts keys AUTOMATIC1111 and Forge read to file a LoRA under SD1/SD2/SDXL."""
+    if family not in _BASE_MODEL_VERSION:
+        return {}
+    return {"ss_base_model_version": _BASE_MODEL_VERSION[family], "ss_v2": str(family == "sd2")}
 
 
 def export_lora(edit, path: str | Path, format: str = "diffusers", rank: int | None = None) -> dict:
     """Write the edit as a LoRA safetensors file (atomically) and report ranks and errors.
+
+    rel_errors are those of the stored float32 factors (see factorize). Kohya files also hold zero
+    q/k/v companions of OpenCLIP out_proj entries and both formats the ss_* metadata that
+    AUTOMATIC1111/Forge classify LoRAs by (see the module docstring).
 
     Returns:
         {"path", "format", "ranks": {weight: r}, "rel_errors": {weight: float}}.
@@ -65,7 +111,13 @@ def export_lora(edit, path: str | Path, format: str = "diffusers", rank: int | N
         raise ValueError(f"unknown LoRA format {format!r}; use one of {', '.join(LORA_FORMATS)}")
     if rank is not None and rank < 1:
         raise ValueError(f"LoRA rank must be a positive integer (got {rank})")
+    family = edit.meta.get("family")
+    if format == "kohya" and family not in _BASE_MODEL_VERSION:
+        raise ValueError(
+            f"the edit records no known model family (got {family!r}); kohya key names depend on it (sd1, sd2, sdxl)"
+        )
     tensors, ranks, errors = {}, {}, {}
+    companions = {}  # kohya module name -> (zero up, zero down, alpha)
     for name in edit.names:
         up, down, err = factorize(edit.delta(name), rank)
         ranks[name], errors[name] = up.shape[1], err
@@ -73,12 +125,23 @@ def export_lora(edit, path: str | Path, format: str = "diffusers", rank: int | N
             base = name.removesuffix(".weight")
             tensors[f"{base}.lora_A.weight"] = down
             tensors[f"{base}.lora_B.weight"] = up
-        else:
-            base = _kohya_name(edit, name)
+            continue
+        base = _kohya_name(family, name)
+        alpha = torch.tensor(float(up.shape[1]))
+        tensors[f"{base}.lora_down.weight"] = down
+        tensors[f"{base}.lora_up.weight"] = up
+        tensors[f"{base}.alpha"] = alpha
+        if _needs_qkv_companions(family, name):  # CLIP's q/k/v have out_proj's shape (hidden, hidden)
+            for proj in ("q_proj", "k_proj", "v_proj"):
+                companion = base.removesuffix("out_proj") + proj
+                companions[companion] = (torch.zeros_like(up), torch.zeros_like(down), alpha.clone())
+    for base, (up, down, alpha) in companions.items():
+        if f"{base}.lora_down.weight" not in tensors:  # a real edit of that projection wins
             tensors[f"{base}.lora_down.weight"] = down
             tensors[f"{base}.lora_up.weight"] = up
-            tensors[f"{base}.alpha"] = torch.tensor(float(up.shape[1]))
+            tensors[f"{base}.alpha"] = alpha
     meta = {"locedit.lora": json.dumps({"edit": edit.meta, "ranks": ranks, "rel_errors": errors}, sort_keys=True)}
+    meta.update(_client_metadata(family))
     path = Path(path)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
