@@ -60,15 +60,19 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=40, help="prompts per group")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--edits", default=",".join(EDITS))
-    parser.add_argument("--only", default=None, help="comma-separated variant names to run")
+    parser.add_argument("--only", default=None, help="semicolon-separated variant names to run")
+    parser.add_argument("--variants", default=None, help="JSON file {name: quickfix keyword arguments} replacing the built-in list")
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args()
     pipe = load_pipeline(args.model)
     judge = make_judge("builtin")
     settings = EvalSettings(steps=args.steps, null=False)
     chosen = variants()
+    if args.variants:
+        with open(args.variants) as f:
+            chosen = json.load(f)
     if args.only:
-        chosen = {k: v for k, v in chosen.items() if k in args.only.split(",")}
+        chosen = {k: v for k, v in chosen.items() if k in args.only.split(";")}
     report = {}
     for edit_name in args.edits.split(","):
         key, value = EDITS[edit_name]

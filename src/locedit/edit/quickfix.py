@@ -39,6 +39,7 @@ from locedit.models.text import SubjectNotFoundError
 
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}", "a picture of {}")
 POSITION_MODES = ("last", "last+after")
+SYNTHETIC_MAX_WORDS = 24  # longest synthetic caption, in words (the length of a long real prompt)
 
 
 @dataclass
@@ -81,6 +82,12 @@ class QuickFixConfig:
     # A corpus estimates C badly in the directions it rarely uses; without shrinkage the edit writes
     # into them cheaply, and prompts the corpus did not contain pay for it. 0: no shrinkage.
     shrink: float = 0.0
+    # Random compositions of the corpus' words (key words left out) added to the corpus term: they
+    # hold the outputs of word orders and combinations the corpus never wrote, which users' prompts
+    # will. Number of synthetic captions; 0: the corpus alone.
+    synthetic: int = 0
+    # Seed of the synthetic captions (the edit is deterministic given it).
+    synthetic_seed: int = 0
 
 
 @dataclass
@@ -335,6 +342,25 @@ def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: in
     return total / count
 
 
+def synthetic_captions(corpus: Sequence[str], keys: Sequence[str], n: int, max_words: int, seed: int = 0) -> list[str]:
+    """`n` random word sequences over the words of `corpus` (the words of every key left out), of
+    2 to `max_words` words, deterministic in `seed`: contexts the corpus never wrote, for its term."""
+    if n <= 0:
+        return []
+    banned = {w for k in keys for w in k.lower().split()}
+    words = sorted({w for c in corpus for w in c.lower().split()} - banned)
+    if not words:
+        return []
+    gen = torch.Generator().manual_seed(seed)
+    lengths = torch.randint(2, max(3, max_words + 1), (n,), generator=gen).tolist()
+    picks = torch.randint(len(words), (sum(lengths),), generator=gen).tolist()
+    out, i = [], 0
+    for length in lengths:
+        out.append(" ".join(words[j] for j in picks[i : i + length]))
+        i += length
+    return out
+
+
 def shrunk(moment: torch.Tensor, amount: float) -> torch.Tensor:
     """(1 - amount) C + amount * tr(C)/d * I: C pulled toward its mean eigenvalue (Ledoit-Wolf style)."""
     if amount == 0:
@@ -387,6 +413,8 @@ def quickfix(
     corpus_weight: float | None = None,
     corpus_keys: int | None = None,
     shrink: float | None = None,
+    synthetic: int | None = None,
+    synthetic_seed: int | None = None,
     config: QuickFixConfig | None = None,
 ) -> Edit:
     """Compute a DIFF-QUICKFIX edit of `pipe` (which is left untouched: `edit.apply(pipe)` changes it).
@@ -412,6 +440,10 @@ def quickfix(
     corpus_weight = cfg.corpus_weight if corpus_weight is None else float(corpus_weight)
     corpus_keys = cfg.corpus_keys if corpus_keys is None else int(corpus_keys)
     shrink = cfg.shrink if shrink is None else float(shrink)
+    synthetic = cfg.synthetic if synthetic is None else int(synthetic)
+    synthetic_seed = cfg.synthetic_seed if synthetic_seed is None else int(synthetic_seed)
+    if synthetic < 0:
+        raise ValueError(f"synthetic must be >= 0 (got {synthetic}); 0 uses the corpus alone")
     if not 0 <= shrink <= 1:
         raise ValueError(f"shrink must be in [0, 1] (got {shrink}); 0 keeps the corpus second moment as it is")
     explicit_corpus = corpus is not None
@@ -452,7 +484,8 @@ def quickfix(
         preserve_captions += [(substitute(kc, k, c), c) for kc, k, _, _ in mined for c in preserve]
         rows = build_rows(handle, edit_captions, preserve_captions, positions, layer, cfg.solve_dtype)
         w = handle.module("attn_out", layer).weight.detach()
-        moment, used = corpus_moment(handle, corpus, layer, exclude=naming) if corpus_weight > 0 else (None, [])
+        held = corpus + synthetic_captions(usable, [k for k, _ in pair_list], synthetic, min(handle.context_length - 2, SYNTHETIC_MAX_WORDS), synthetic_seed)
+        moment, used = corpus_moment(handle, held, layer, exclude=naming) if corpus_weight > 0 else (None, [])
         cov = corpus_weight * shrunk(moment.to(cfg.solve_dtype), shrink) if moment is not None else None
         fit.update(rows.captions)
         fit.update(used)
@@ -484,6 +517,8 @@ def quickfix(
             "corpus_weight": corpus_weight,
             "corpus_keys": corpus_keys,
             "shrink": shrink,
+            "synthetic": synthetic,
+            "synthetic_seed": synthetic_seed,
             "positions": positions,
             "layer": layer,
             "encoder": "both" if encoder in (None, "both", "all") else str(encoder),
