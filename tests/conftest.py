@@ -48,3 +48,13 @@ def load_tiny(tiny_dirs):
 @pytest.fixture(params=FAMILIES)
 def family(request) -> str:
     return request.param
+
+
+@pytest.fixture(autouse=True)
+def locedit_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test's corpus moment cache is a fresh temporary folder, never the user's ~/.cache
+    (outside the test's tmp_path, which tests compare before and after to see nothing was written)."""
+    folder = tmp_path_factory.mktemp("locedit_cache")
+    monkeypatch.setenv("LOCEDIT_CACHE", str(folder))
+    monkeypatch.delenv("LOCEDIT_NO_CACHE", raising=False)
+    return folder

@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 from locedit.commands.common import add_model_args, load_model
@@ -39,6 +40,8 @@ def register(sub) -> None:
     p.add_argument("--lora-format", choices=["diffusers", "kohya"], default="diffusers")
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
     p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the corpus moment cache ($LOCEDIT_CACHE, else ~/.cache/locedit)")
     p.set_defaults(func=run_edit)
 
     a = sub.add_parser("apply", help="apply an edit file to a model and save the edited pipeline")
@@ -130,10 +133,13 @@ def run_edit(args) -> int:
         print("note: no --out, --lora or --save-pipeline given: the edit is computed and reported, not saved")
 
     pipe = load_model(args)
-    edit = quickfix(
-        pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
-        encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight, corpus_keys=args.corpus_keys,
-    )
+    from locedit.edit.cache import disk_cache
+
+    with disk_cache(False) if args.no_cache else nullcontext():
+        edit = quickfix(
+            pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
+            encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight, corpus_keys=args.corpus_keys,
+        )
     print(edit.summary())
     print(f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")
     if args.out:
