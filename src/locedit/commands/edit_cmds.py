@@ -7,6 +7,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -40,6 +41,9 @@ def register(sub) -> None:
     p.add_argument("--lora-format", choices=["diffusers", "kohya"], default="diffusers")
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
     p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")
+    p.add_argument("--force", action="store_true",
+                   help="edit even if a key or value is not a word the model knows (no caption of its corpus names it, "
+                   "or its tokenizer only spells it out)")
     p.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the corpus moment cache ($LOCEDIT_CACHE, else ~/.cache/locedit)")
     p.set_defaults(func=run_edit)
@@ -134,8 +138,15 @@ def run_edit(args) -> int:
 
     pipe = load_model(args)
     from locedit.edit.cache import disk_cache
+    from locedit.edit.concepts import UnknownConceptWarning, check_concepts, model_corpus
 
-    with disk_cache(False) if args.no_cache else nullcontext():
+    problems = check_concepts(pipe, pairs, model_corpus(pipe))
+    if problems and not args.force:
+        raise ValueError("; ".join(problems) + "; check the spelling, or pass --force to edit anyway")
+    for problem in problems:
+        print(f"note: editing anyway (--force): {problem}")
+    with disk_cache(False) if args.no_cache else nullcontext(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownConceptWarning)  # reported above
         edit = quickfix(
             pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
             encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight, corpus_keys=args.corpus_keys,

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -466,6 +467,10 @@ def quickfix(
     if not lam > 0:
         raise ValueError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
     family = detect_family(pipe)
+    from locedit.edit.concepts import UnknownConceptWarning, check_concepts, model_corpus  # imports quickfix
+
+    for problem in check_concepts(pipe, pair_list, model_corpus(pipe)):
+        warnings.warn(f"{problem}; the edit is computed anyway", UnknownConceptWarning, stacklevel=2)
 
     start = time.perf_counter()
     before, after, stats = {}, {}, {}
