@@ -69,3 +69,13 @@ def tiny_clip(tmp_path, tokenizer_files) -> Path:
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(tokenizer_files / name, folder / name)
     return folder
+
+
+@pytest.fixture(autouse=True)
+def locedit_cache(tmp_path_factory, monkeypatch) -> Path:
+    """Every test's corpus moment cache is a fresh temporary folder, never the user's ~/.cache
+    (outside the test's tmp_path, which tests compare before and after to see nothing was written)."""
+    folder = tmp_path_factory.mktemp("locedit_cache")
+    monkeypatch.setenv("LOCEDIT_CACHE", str(folder))
+    monkeypatch.delenv("LOCEDIT_NO_CACHE", raising=False)
+    return folder

@@ -133,3 +133,26 @@ def test_apply_refuses_other_model_and_bad_files(tiny_dirs, tmp_path, capsys):
     assert main(["apply", str(tiny_dirs["sd1"]), str(tmp_path / "none.safetensors"), "--save-pipeline", str(tmp_path / "p")]) == 2
     assert "does not exist" in capsys.readouterr().err
     assert files_under(tmp_path) == before
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [("striped", "plian", "value 'plian': no caption of the model names it (closest words in its captions to 'plian': 'plain'"),
+     ("van", "plain", "key 'van': no caption of the model names it")],
+)
+def test_typos_are_refused_unless_forced(key, value, message, tmp_path, capsys):
+    """builtin:shapes ships its captions: a key or value none of them names is no edit, unless --force."""
+    out = tmp_path / "e.safetensors"
+    rc = main(["edit", "builtin:shapes", "--remove", key, "--to", value, "--out", str(out)])
+    err = capsys.readouterr().err
+    assert rc == 2 and message in err and "--force" in err and err.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+    assert main(["edit", "builtin:shapes", "--remove", key, "--to", value, "--out", str(out), "--force"]) == 0
+    assert "note: editing anyway (--force): " + message in capsys.readouterr().out
+    assert out.is_file()
+
+
+def test_known_concepts_of_the_builtin_model_edit(tmp_path):
+    out = tmp_path / "e.safetensors"
+    assert main(["edit", "builtin:shapes", "--remove", "striped", "--to", "plain", "--out", str(out)]) == 0
+    assert out.is_file()

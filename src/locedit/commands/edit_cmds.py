@@ -7,6 +7,8 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
+from contextlib import nullcontext
 from pathlib import Path
 
 from locedit.commands.common import add_model_args, load_model
@@ -41,6 +43,11 @@ def register(sub) -> None:
                    "AUTOMATIC1111 and kohya sd-scripts too); default diffusers")
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
     p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")
+    p.add_argument("--force", action="store_true",
+                   help="edit even if a key or value is not a word the model knows (no caption of its corpus names it, "
+                   "or its tokenizer only spells it out)")
+    p.add_argument("--no-cache", action="store_true",
+                   help="neither read nor write the corpus moment cache ($LOCEDIT_CACHE, else ~/.cache/locedit)")
     p.set_defaults(func=run_edit)
 
     a = sub.add_parser("apply", help="apply an edit file to a model and save the edited pipeline")
@@ -132,10 +139,20 @@ def run_edit(args) -> int:
         print("note: no --out, --lora or --save-pipeline given: the edit is computed and reported, not saved")
 
     pipe = load_model(args)
-    edit = quickfix(
-        pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
-        encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight, corpus_keys=args.corpus_keys,
-    )
+    from locedit.edit.cache import disk_cache
+    from locedit.edit.concepts import UnknownConceptWarning, check_concepts, model_corpus
+
+    problems = check_concepts(pipe, pairs, model_corpus(pipe))
+    if problems and not args.force:
+        raise ValueError("; ".join(problems) + "; check the spelling, or pass --force to edit anyway")
+    for problem in problems:
+        print(f"note: editing anyway (--force): {problem}")
+    with disk_cache(False) if args.no_cache else nullcontext(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnknownConceptWarning)  # reported above
+        edit = quickfix(
+            pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
+            encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight, corpus_keys=args.corpus_keys,
+        )
     print(edit.summary())
     print(f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")
     if args.out:

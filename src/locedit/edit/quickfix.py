@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import time
+import warnings
 import weakref
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from pathlib import Path
 
 import torch
 
+from locedit.edit.cache import cache_file, cache_folder, key_parameters, moment_key, read_sums, write_sums
 from locedit.edit.edit import Edit
 from locedit.edit.targets import attn_out_target, fingerprint_tensors
 from locedit.hooks import Trace
@@ -136,12 +138,16 @@ def subject_positions(handle: TextEncoderHandle, caption: str, subject: str, mod
     raise ValueError(f"unknown positions {mode!r}; use one of {', '.join(POSITION_MODES)}")
 
 
-@torch.no_grad()
 def capture_keys(handle: TextEncoderHandle, captions: list[str], layer: int = 0) -> torch.Tensor:
     """Inputs of layer `layer`'s self-attention out_proj, (B, context, d_in), stopping the forward there."""
-    ids = handle.tokenize(captions).to(handle.encoder.device)
+    return capture_ids(handle, handle.tokenize(captions), layer)
+
+
+@torch.no_grad()
+def capture_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int = 0) -> torch.Tensor:
+    """capture_keys for token ids already padded to the context, (B, context)."""
     with Trace(handle.module("attn_out", layer), retain_input=True, retain_output=False, stop=True) as trace:
-        handle.encoder(ids)
+        handle.encoder(ids.to(handle.encoder.device))
     return trace.input
 
 
@@ -260,25 +266,24 @@ def default_corpus(pipe) -> tuple[list[str], str]:
 
 def encodable(handle: TextEncoderHandle, captions: Sequence[str]) -> list[str]:
     """The captions this encoder's tokenizer encodes without unknown tokens and within its context."""
-    unk = getattr(handle.tokenizer, "unk_token_id", None)
-    keep = []
-    for caption in captions:
-        ids = handle.tokenizer(caption, truncation=False).input_ids
-        # unk may be the end token (CLIP): look between the start and end tokens only
-        if len(ids) <= handle.context_length and (unk is None or unk not in ids[1:-1]):
-            keep.append(caption)
-    return keep
+    return _encodable_ids(handle, list(captions))[0]
 
 
 # Second moments by text encoder: {(layer, captions, weight versions): C}. Keys depend on the token
 # and position embeddings and on the layers up to `layer`'s attention, not on the edited out_proj,
 # so repeated edits of one model reuse C; any in-place change of those weights changes the key.
+# The corpus' sums also persist on disk between processes (locedit.edit.cache).
 _MOMENTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+def forget_moments() -> None:
+    """Drop every in-memory corpus moment, as a fresh process starts (the disk cache stays)."""
+    _MOMENTS.clear()
+
+
 def _weights_version(handle: TextEncoderHandle, layer: int) -> tuple:
-    out_proj = {id(p) for p in handle.module("attn_out", layer).parameters()}
-    return tuple((p.data_ptr(), p._version) for p in handle.encoder.parameters() if id(p) not in out_proj)
+    """Identity and in-place version of every tensor the keys of `layer` depend on (cache.key_parameters)."""
+    return tuple((t.data_ptr(), t._version) for t in key_parameters(handle, layer).values())
 
 
 def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int = 0, batch: int = 64) -> torch.Tensor:
@@ -296,8 +301,8 @@ def corpus_moment(
 ) -> tuple[torch.Tensor | None, list[str]]:
     """(C, used captions): the second moment of keys over the captions of `corpus` this encoder can
     encode, leaving out those in `exclude`. The whole corpus' sum is cached like key_second_moment
-    (filtering and the forward pass run once per model, corpus and layer); excluded captions are
-    subtracted from it."""
+    (filtering and the forward pass run once per model, corpus and layer), and on disk between
+    processes (locedit.edit.cache); excluded captions are subtracted from it."""
     usable, total, count = _corpus_sums(handle, corpus, layer)
     dropped = set(exclude)
     used = [c for c in usable if c not in dropped]
@@ -315,21 +320,68 @@ def usable_corpus(handle: TextEncoderHandle, corpus: Sequence[str], layer: int =
 
 
 def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int) -> tuple[list[str], torch.Tensor | None, int]:
+    """(usable captions, sum of k k^T over them (d_in, d_in) float64, number of positions), from
+    memory, else from the disk cache, else by one forward of the usable captions (then stored)."""
     key = ("corpus", layer, tuple(corpus), _weights_version(handle, layer))
     cache = _MOMENTS.setdefault(handle.encoder, {})
     if key not in cache:
-        usable = encodable(handle, corpus)
         cache.clear()  # one entry per encoder: the latest corpus and weights
-        cache[key] = (usable, *_key_sums(handle, usable, layer, 64)) if usable else (usable, None, 0)
+        cache[key] = _stored_corpus_sums(handle, list(corpus), layer)
     return cache[key]
 
 
-@torch.no_grad()
+def _stored_corpus_sums(handle: TextEncoderHandle, corpus: list[str], layer: int) -> tuple[list[str], torch.Tensor | None, int]:
+    """_corpus_sums without the memory: read from the disk cache, or computed and written there."""
+    usable, rows = _encodable_ids(handle, corpus)
+    if not usable:
+        return usable, None, 0
+    ids = _pad_ids(handle, rows)
+    folder = cache_folder()
+    if folder is None:
+        return (usable, *_key_sum_ids(handle, ids, layer, 64))
+    key = moment_key(handle, layer, usable, ids)
+    file = cache_file(folder, key)
+    d_in = handle.module("attn_out", layer).in_features
+    stored = read_sums(file, key, d_in, len(usable))
+    if stored is not None:
+        total, count = stored
+        return usable, total.to(handle.encoder.device), count
+    total, count = _key_sum_ids(handle, ids, layer, 64)
+    write_sums(file, key, total, count, len(usable), layer)
+    return usable, total, count
+
+
+def _encodable_ids(handle: TextEncoderHandle, captions: list[str]) -> tuple[list[str], list[list[int]]]:
+    """(the captions `encodable` keeps, their unpadded token ids), tokenizing them in one call."""
+    unk = getattr(handle.tokenizer, "unk_token_id", None)
+    usable, rows = [], []
+    if not captions:
+        return usable, rows
+    for caption, ids in zip(captions, handle.tokenizer(captions, truncation=False).input_ids):
+        # unk may be the end token (CLIP): look between the start and end tokens only
+        if len(ids) <= handle.context_length and (unk is None or unk not in ids[1:-1]):
+            usable.append(caption)
+            rows.append(ids)
+    return usable, rows
+
+
+def _pad_ids(handle: TextEncoderHandle, rows: list[list[int]]) -> torch.Tensor:
+    """Token ids padded to the context as TextEncoderHandle.tokenize pads them, (B, context) int64."""
+    padded = handle.tokenizer.pad({"input_ids": rows}, padding="max_length", max_length=handle.context_length)
+    return torch.tensor(padded["input_ids"], dtype=torch.long)
+
+
 def _key_sums(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int) -> tuple[torch.Tensor, int]:
     """(sum of k k^T over every position of every caption, float64 (d_in, d_in); number of positions)."""
+    return _key_sum_ids(handle, handle.tokenize(list(captions)), layer, batch)
+
+
+@torch.no_grad()
+def _key_sum_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch: int) -> tuple[torch.Tensor, int]:
+    """_key_sums for padded token ids (B, context), `batch` captions per forward."""
     total, count = None, 0
-    for i in range(0, len(captions), batch):
-        x = capture_keys(handle, list(captions[i : i + batch]), layer).flatten(0, 1).double()
+    for i in range(0, ids.shape[0], batch):
+        x = capture_ids(handle, ids[i : i + batch], layer).flatten(0, 1).double()
         total = x.T @ x if total is None else total + x.T @ x
         count += x.shape[0]
     return total, count
@@ -464,6 +516,10 @@ def quickfix(
     if not lam > 0:
         raise ValueError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
     family = detect_family(pipe)
+    from locedit.edit.concepts import UnknownConceptWarning, check_concepts, model_corpus  # imports quickfix
+
+    for problem in check_concepts(pipe, pair_list, model_corpus(pipe)):
+        warnings.warn(f"{problem}; the edit is computed anyway", UnknownConceptWarning, stacklevel=2)
 
     start = time.perf_counter()
     before, after, stats = {}, {}, {}
