@@ -35,16 +35,14 @@ GROUPS = (("efficacy", "removed"), ("generality", "removed"), ("neighbours", "ke
 
 def variants() -> dict[str, dict]:
     """QuickFix settings compared (keyword arguments of locedit.quickfix)."""
+    out_proj = dict(module="attn_out")
     return {
-        "paper: templates μ=0": dict(corpus_keys=0, corpus_weight=0.0),
-        "paper last-only": dict(corpus_keys=0, corpus_weight=0.0, positions="last"),
-        "mined μ=100 (0.2 default)": dict(corpus_weight=100.0, shrink=0.0),
-        "mined μ=100 λ=1": dict(corpus_weight=100.0, shrink=0.0, lam=1.0),
-        "mined μ=100 shrink=.01": dict(corpus_weight=100.0, shrink=0.01),
-        "mined μ=100 shrink=.1": dict(corpus_weight=100.0, shrink=0.1),
-        "mined μ=100 shrink=.3": dict(corpus_weight=100.0, shrink=0.3),
-        "mined μ=1000 shrink=.1": dict(corpus_weight=1000.0, shrink=0.1),
-        "mined μ=10 shrink=.1": dict(corpus_weight=10.0, shrink=0.1),
+        "paper: out_proj, templates": dict(**out_proj, corpus_keys=0, corpus_weight=0.0),
+        "out_proj, mined, μ=100 (0.2)": dict(**out_proj, corpus_weight=100.0),
+        "out_proj, mined, μ=10⁴": dict(**out_proj, corpus_weight=1e4),
+        "v_proj, templates, μ=10": dict(corpus_keys=0),
+        "v_proj, mined, no vocab prior": dict(vocab_weight=0.0),
+        "v_proj, mined, μ=100": dict(corpus_weight=100.0),
         "library default": dict(),
     }
 

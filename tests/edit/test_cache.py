@@ -25,12 +25,12 @@ def corpus_forwards(monkeypatch) -> list[int]:
     calls: list[int] = []
     compute = qf._key_sum_ids
 
-    def counted(handle, ids, layer, batch):
+    def counted(handle, ids, layer, batch, kind="attn_out"):
         calls.append(int(ids.shape[0]))
-        return compute(handle, ids, layer, batch)
+        return compute(handle, ids, layer, batch, kind)
 
     monkeypatch.setattr(qf, "_key_sum_ids", counted)
-    monkeypatch.setattr(qf, "_key_sums", lambda h, c, layer, batch: compute(h, h.tokenize(list(c)), layer, batch))
+    monkeypatch.setattr(qf, "_key_sums", lambda h, c, layer, batch, kind="attn_out": compute(h, h.tokenize(list(c)), layer, batch, kind))
     return calls
 
 

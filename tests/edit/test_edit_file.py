@@ -40,8 +40,8 @@ def test_every_family_edits_saves_applies_reverts(load_tiny, family, tmp_path):
     for name in edit.names:
         assert torch.equal(get_parameter(other, name).detach(), edit.after[name])
     changed = [k for k, v in text_state(other).items() if not torch.equal(v, base[k])]
-    assert len(changed) == len(edit.names)  # only the edited out_proj weights differ
-    assert all(k.endswith("encoder.layers.0.self_attn.out_proj.weight") for k in changed)
+    assert len(changed) == len(edit.names)  # only the edited v_proj weights (the default module) differ
+    assert all(k.endswith("encoder.layers.0.self_attn.v_proj.weight") for k in changed)
     loaded.revert(other)
     assert_same(text_state(other), base)
 

@@ -39,7 +39,7 @@ def test_lora_loaded_by_diffusers_matches_edited_pipeline(load_tiny, tmp_path, f
 
 def test_kohya_keys_and_shapes(load_tiny, tmp_path):
     pipe = load_tiny("sdxl")
-    edit = quickfix(pipe, [("van gogh", "painting")], positions="last")
+    edit = quickfix(pipe, [("van gogh", "painting")], module="attn_out", positions="last")
     report = edit.to_lora(tmp_path / "k.safetensors", format="kohya")
     sd = load_file(str(tmp_path / "k.safetensors"))
     hidden = pipe.text_encoder.config.hidden_size
@@ -58,8 +58,14 @@ def test_kohya_keys_and_shapes(load_tiny, tmp_path):
         assert sd[f"{base}.alpha"].item() == 4
     assert len(sd) == 6 + 9
     sd1 = load_tiny("sd1")
-    quickfix(sd1, [("van gogh", "painting")]).to_lora(tmp_path / "k1.safetensors", format="kohya")
+    quickfix(sd1, [("van gogh", "painting")], module="attn_out").to_lora(tmp_path / "k1.safetensors", format="kohya")
     assert all(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_out_proj.") for k in load_file(str(tmp_path / "k1.safetensors")))
+    # a v_proj edit (the default) of CLIP's Linear projections gets one zero out_proj companion: diffusers'
+    # kohya loader recognises a text-encoder file by its out_proj key
+    quickfix(sd1, [("van gogh", "painting")]).to_lora(tmp_path / "k2.safetensors", format="kohya")
+    k2 = load_file(str(tmp_path / "k2.safetensors"))
+    assert {k.split(".")[0] for k in k2} == {f"lora_te_text_model_encoder_layers_0_self_attn_{p}" for p in ("v_proj", "out_proj")}
+    assert not k2["lora_te_text_model_encoder_layers_0_self_attn_out_proj.lora_up.weight"].any()
 
 
 @pytest.mark.parametrize("rank", [None, 2])
@@ -82,7 +88,7 @@ def test_reported_errors_are_those_of_the_stored_factors(load_tiny, tmp_path, ra
 
 
 def test_truncated_rank_reports_error(load_tiny, tmp_path):
-    edit = quickfix(load_tiny("sd1"), [("van gogh", "painting")])
+    edit = quickfix(load_tiny("sd1"), [("van gogh", "painting")], module="attn_out")
     full = edit.to_lora(tmp_path / "full.safetensors")
     name = edit.names[0]
     low = edit.to_lora(tmp_path / "low.safetensors", rank=2)

@@ -196,10 +196,10 @@ def assert_reproduces(client: str, deltas: dict[str, torch.Tensor], edit, weight
         assert err <= 1e-5, f"{client} applies {w} with relative error {err:.2e}"
 
 
-@pytest.fixture
-def edited(load_tiny, family, tmp_path):
+@pytest.fixture(params=["attn_v", "attn_out"])
+def edited(load_tiny, family, tmp_path, request):
     pipe = load_tiny(family)
-    edit = quickfix(pipe, [("van gogh", "painting")])
+    edit = quickfix(pipe, [("van gogh", "painting")], module=request.param)
     path = tmp_path / "lora.safetensors"
     edit.to_lora(path, format="kohya")
     return pipe, edit, path
@@ -218,17 +218,17 @@ def test_every_client_applies_the_whole_edit(edited, family, load_tiny, client):
 
 
 @pytest.mark.parametrize("family", ["sd2", "sdxl"])
-def test_a1111_drops_openclip_out_proj_without_companions(edited, family):
+def test_a1111_drops_openclip_projections_without_companions(edited, family):
     pipe, edit, path = edited
     weights = encoder_weights(pipe, family)
     modules, _ = read_kohya(path)
-    companions = {n for n in modules if re.search(r"_self_attn_[qkv]_proj$", n)}
-    assert companions, "no q/k/v companions written"
+    edited_proj = edit.names[0].rpartition(".self_attn.")[2].removesuffix(".weight")  # "v_proj" or "out_proj"
+    companions = {n for n, (up, down, _) in modules.items() if not up.any() and not down.any()}
+    assert companions, "no zero companions written"
     for name in companions:
         up, down, alpha = modules[name]
-        out_up, out_down, out_alpha = modules[re.sub(r"[qkv]_proj$", "out_proj", name)]
-        assert not up.any() and not down.any()
-        assert down.shape == out_down.shape and up.shape == out_up.shape and alpha == out_alpha  # rank, alpha
+        real_up, real_down, real_alpha = modules[re.sub(r"(q|k|v|out)_proj$", edited_proj, name)]
+        assert down.shape == real_down.shape and up.shape == real_up.shape and alpha == real_alpha  # rank, alpha
     bare = {n: m for n, m in modules.items() if n not in companions}
     openclip = [n for n in edit.names if n.partition(".")[0] in OPENCLIP[family]]
     assert openclip and all(n not in a1111_deltas(bare, weights, family) for n in openclip)

@@ -123,6 +123,12 @@ def test_bad_settings_are_refused(load_tiny):
         quickfix(pipe, [("van gogh", "painting")], positions="first")
     with pytest.raises(ValueError, match="no edit pairs"):
         quickfix(pipe, [])
+    with pytest.raises(ValueError, match="unknown module"):
+        quickfix(pipe, [("van gogh", "painting")], module="attn_q")
+    with pytest.raises(ValueError, match="vocab_weight"):
+        quickfix(pipe, [("van gogh", "painting")], module="attn_out", vocab_weight=1.0)
+    with pytest.raises(ValueError, match="vocab_weight"):
+        quickfix(pipe, [("van gogh", "painting")], vocab_weight=-1.0)
 
 
 def attn_out_at(handle, captions, positions_of):
@@ -150,12 +156,15 @@ def test_edited_outputs_match_value_and_preserved_concepts_move_less(load_tiny):
 
     target = attn_out_at(handle, values, last(values, "painting"))
     # the pure ridge problem (no covariance term): the key rows are fitted almost exactly
-    plain_shift, edited = monet_shift(quickfix(pipe, [("van gogh", "painting")], positions="last", lam=1e-4, corpus_weight=0))
+    plain_shift, edited = monet_shift(
+        quickfix(pipe, [("van gogh", "painting")], module="attn_out", positions="last", lam=1e-4, corpus_weight=0)
+    )
     rel = max(((e - t).norm() / t.norm()).item() for e, t in zip(edited, target))
     print(f"key captions' layer-0 output vs value captions' at the last subject token: max relative error {rel:.2e}")
     assert rel < 1e-2
     kept_shift, _ = monet_shift(
-        quickfix(pipe, [("van gogh", "painting")], positions="last", lam=1e-4, preserve=["monet"], corpus_weight=0)
+        quickfix(pipe, [("van gogh", "painting")], module="attn_out", positions="last", lam=1e-4, preserve=["monet"],
+                 corpus_weight=0)
     )
     print(f"'monet' output shift: unpreserved {plain_shift:.3e}, preserved {kept_shift:.3e}")
     assert kept_shift < plain_shift
@@ -183,7 +192,7 @@ def test_values_exclude_the_bias(load_tiny):
 def test_many_pairs_and_preserved_concepts_in_one_solve(load_tiny):
     pipe = load_tiny("sd1")
     pairs = {"van gogh": "painting", "mickey mouse": "mouse", "eiffel tower": "tower"}
-    edit = quickfix(pipe, pairs, preserve=["monet", "cat", "paris"], positions="last")
+    edit = quickfix(pipe, pairs, preserve=["monet", "cat", "paris"], module="attn_out", positions="last")
     stats = edit.meta["stats"]["text_encoder.text_model.encoder.layers.0.self_attn.out_proj.weight"]
     assert stats["key_rows"] == 3 * len(TEMPLATES)
     assert stats["preserve_rows"] == 3 * len(TEMPLATES)
@@ -212,8 +221,8 @@ def test_default_corpus_keeps_corpus_captions_in_place(load_tiny, tiny_dirs, tmp
     handle = text_encoders(pipe)[0]
     captions, source = default_corpus(pipe)
     assert source == "locedit generic corpus" and captions == read_corpus(GENERIC_CORPUS) and len(captions) >= 100
-    with_cov = quickfix(pipe, [("van gogh", "painting")])  # library default: the covariance term on
-    without = quickfix(pipe, [("van gogh", "painting")], corpus_weight=0)
+    with_cov = quickfix(pipe, [("van gogh", "painting")], module="attn_out")  # the covariance term on by default
+    without = quickfix(pipe, [("van gogh", "painting")], module="attn_out", corpus_weight=0)
     assert with_cov.meta["corpus_source"] == "locedit generic corpus"
     keys = capture_keys(handle, captions[:32]).flatten(0, 1).double()
     name = with_cov.names[0]
@@ -287,7 +296,7 @@ def test_mined_corpus_captions_carry_the_edit_into_context(load_tiny):
     target = attn_out_at(handle, [probe_value], lambda i: [span[0]])[0]
 
     def error(**kwargs):
-        edit = quickfix(pipe, [("van gogh", "painting")], corpus=corpus, positions="last", **kwargs)
+        edit = quickfix(pipe, [("van gogh", "painting")], corpus=corpus, module="attn_out", positions="last", **kwargs)
         edit.apply(pipe)
         got = attn_out_at(handle, [probe_key], lambda i: [span[1] - 1])[0]
         edit.revert(pipe)
@@ -302,3 +311,63 @@ def test_mined_corpus_captions_carry_the_edit_into_context(load_tiny):
     assert err_mined < 0.5 * err_templates
     with pytest.raises(ValueError, match="corpus_keys must be >= 0"):
         quickfix(pipe, [("van gogh", "painting")], corpus_keys=-1)
+
+
+def test_value_projection_edit_maps_the_key_tokens_onto_the_value_tokens(load_tiny):
+    """The default module: v_proj rows are the key's own token inputs, paired from the last token
+    ("van gogh" -> "painting" maps "gogh"), and the edit writes their values as the value's."""
+    pipe = load_tiny("sd1")
+    handle = text_encoders(pipe)[0]
+    edit = quickfix(pipe, [("van gogh", "painting")], lam=1e-6, corpus_weight=0)
+    assert edit.names == ["text_encoder.text_model.encoder.layers.0.self_attn.v_proj.weight"]
+    assert edit.meta["module"] == "attn_v" and edit.meta["positions"] == "subject"
+    assert edit.meta["stats"][edit.names[0]]["key_rows"] == len(TEMPLATES)  # one row ("gogh") per template
+    keys = capture_keys(handle, [t.format("van gogh") for t in TEMPLATES], 0, "attn_v").double()
+    values = capture_keys(handle, [t.format("painting") for t in TEMPLATES], 0, "attn_v").double()
+    w, w_new = edit.before[edit.names[0]].double(), edit.after[edit.names[0]].double()
+    for i, t in enumerate(TEMPLATES):
+        kpos = find_subject_span(handle.tokenizer, t.format("van gogh"), "van gogh")[1] - 1
+        vpos = find_subject_span(handle.tokenizer, t.format("painting"), "painting")[1] - 1
+        got, want = w_new @ keys[i, kpos], w @ values[i, vpos]
+        assert ((got - want).norm() / want.norm()).item() < 1e-3
+
+
+def test_vocab_moment_is_every_token_at_every_position_but_the_keys():
+    from locedit import load_pipeline
+    from locedit.edit.quickfix import vocab_moment
+
+    handle = text_encoders(load_pipeline("builtin:shapes"))[0]
+    emb = handle.module("embeddings")
+    norm = handle.module("layer_norm1", 0)
+    token, position = emb.token_embedding.weight.detach(), emb.position_embedding.weight.detach()
+    exclude = handle.tokenizer("striped", add_special_tokens=False).input_ids
+    keep = [i for i in range(token.shape[0]) if i not in exclude]
+    with torch.no_grad():
+        x = torch.cat([norm(token[keep] + position[p]) for p in range(handle.context_length)]).double()
+    want = x.T @ x / x.shape[0]
+    got = vocab_moment(handle, exclude)
+    assert torch.allclose(got, want, rtol=1e-9, atol=1e-12)
+    sampled = vocab_moment(handle, exclude, samples=500, seed=1)  # more pairs than samples: a seeded subset
+    assert torch.equal(sampled, vocab_moment(handle, exclude, samples=500, seed=1))
+    assert not torch.allclose(sampled, got) and torch.allclose(sampled, got, rtol=0.5, atol=0.2)
+
+
+def test_vocab_prior_holds_words_no_corpus_caption_has():
+    """'image' is in no caption of builtin:shapes' corpus: with the vocabulary prior, a striped ->
+    plain edit moves that word's v_proj output far less than without it."""
+    from locedit import load_pipeline
+    from locedit.edit.quickfix import default_corpus
+
+    pipe = load_pipeline("builtin:shapes")
+    handle = text_encoders(pipe)[0]
+    assert not any("image" in c.split() for c in default_corpus(pipe)[0])
+    x = capture_keys(handle, ["an image of a red circle"], 0, "attn_v")[0].double()  # BOS, an, image, of, ...
+    words = x[1:3]
+
+    def moved(edit):
+        return ((words @ edit.delta(edit.names[0]).T).norm() / (words @ edit.before[edit.names[0]].double().T).norm()).item()
+
+    with_prior = quickfix(pipe, [("striped", "plain")])
+    without = quickfix(pipe, [("striped", "plain")], vocab_weight=0)
+    print(f"'an image' v_proj outputs moved by {moved(with_prior):.3f} with the prior, {moved(without):.3f} without")
+    assert moved(with_prior) < 0.25 * moved(without)

@@ -12,6 +12,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from locedit.commands.common import add_model_args, load_model
+from locedit.edit.quickfix import CORPUS_WEIGHT, MODULES, POSITION_MODES
 from locedit.models.loading import hf_progress_bars
 
 
@@ -31,10 +32,17 @@ def register(sub) -> None:
     p.add_argument("--lam", type=float, default=None, help="ridge strength λ (default 0.01)")
     p.add_argument("--corpus", metavar="FILE", help="captions (one per line) whose outputs the edit keeps in place; "
                    "default: the model folder's locedit_corpus.txt, else locedit's generic corpus")
-    p.add_argument("--corpus-weight", type=float, default=None, help="weight μ of the corpus term (default 100; 0 = off)")
+    p.add_argument("--corpus-weight", type=float, default=None,
+                   help=f"weight μ of the corpus term (default {CORPUS_WEIGHT:g}; 0 = off)")
     p.add_argument("--corpus-keys", type=int, default=None, metavar="N",
                    help="corpus captions naming the key that become extra key captions (default 64; 0 = templates only)")
-    p.add_argument("--positions", choices=["last", "last+after"], default=None, help="edited token positions (default last+after)")
+    p.add_argument("--module", choices=list(MODULES), default=None,
+                   help="edited projection of the layer-0 self-attention: attn_v (value projection, default) or "
+                   "attn_out (out-projection, the paper's DIFF-QUICKFIX)")
+    p.add_argument("--vocab-weight", type=float, default=None,
+                   help="weight of the vocabulary prior in the corpus term (attn_v only; default 1; 0 = off)")
+    p.add_argument("--positions", choices=list(POSITION_MODES), default=None,
+                   help="edited token positions (default: subject for attn_v, last+after for attn_out)")
     p.add_argument("--encoder", default="both", help="text encoder to edit: 1, 2 or both (SDXL); default both")
     p.add_argument("--out", metavar="EDIT", help="write the edit file (.safetensors)")
     p.add_argument("--lora", metavar="FILE", help="also export the edit as a LoRA file")
@@ -123,6 +131,8 @@ def run_edit(args) -> int:
         raise ValueError(f"--corpus-weight must be >= 0 (got {args.corpus_weight})")
     if args.corpus_keys is not None and args.corpus_keys < 0:
         raise ValueError(f"--corpus-keys must be >= 0 (got {args.corpus_keys}); 0 uses the templates only")
+    if args.vocab_weight is not None and (args.vocab_weight < 0 or (args.vocab_weight > 0 and args.module == "attn_out")):
+        raise ValueError(f"--vocab-weight must be >= 0 and goes with --module attn_v (got {args.vocab_weight})")
     corpus = None
     if args.corpus is not None:
         from locedit.edit.quickfix import read_corpus
@@ -152,6 +162,7 @@ def run_edit(args) -> int:
         edit = quickfix(
             pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
             encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight, corpus_keys=args.corpus_keys,
+            module=args.module, vocab_weight=args.vocab_weight,
         )
     print(edit.summary())
     print(f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")

@@ -101,7 +101,7 @@ def _digest(h: "hashlib._Hash", name: str, tensor: torch.Tensor) -> None:
     h.update(t.reshape(-1).view(torch.uint8).numpy())
 
 
-def moment_key(handle: TextEncoderHandle, layer: int, captions: list[str], ids: torch.Tensor) -> str:
+def moment_key(handle: TextEncoderHandle, layer: int, captions: list[str], ids: torch.Tensor, kind: str = "attn_out") -> str:
     """sha256 (hex) of everything the corpus key sums depend on (see the module docstring).
 
     Args:
@@ -116,6 +116,7 @@ def moment_key(handle: TextEncoderHandle, layer: int, captions: list[str], ids: 
     h.update(json.dumps({
         "format": FORMAT,
         "layer": layer,
+        "module": kind,
         "class": type(handle.encoder).__name__,
         "config": {k: getattr(config, k, None) for k in (
             "hidden_size", "num_attention_heads", "layer_norm_eps", "hidden_act", "max_position_embeddings")},

@@ -152,7 +152,7 @@ class Edit:
         if m.get("preserve"):
             lines.append(f"  preserve:  {', '.join(m['preserve'])}")
         lines.append(
-            f"  settings:  lam={m.get('lam')} positions={m.get('positions')} layer={m.get('layer')} "
+            f"  settings:  module={m.get('module', 'attn_out')} lam={m.get('lam')} positions={m.get('positions')} layer={m.get('layer')} "
             f"templates={len(m.get('templates', []))}"
         )
         if m.get("corpus_source"):

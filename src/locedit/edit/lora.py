@@ -14,12 +14,13 @@ Formats:
   Forge, ComfyUI, kohya sd-scripts, diffusers.
 
 What the kohya format adds so that every client applies the whole edit:
-- Zero q_proj/k_proj/v_proj entries beside each self_attn.out_proj of an OpenCLIP encoder (SD2's
-  encoder, SDXL's second). AUTOMATIC1111 runs those encoders through torch.nn.MultiheadAttention,
-  which reads out_proj.weight without calling out_proj's forward, and its networks.py
+- Zero entries for the other three of q_proj/k_proj/v_proj/out_proj beside each edited
+  self-attention projection of an OpenCLIP encoder (SD2's encoder, SDXL's second). AUTOMATIC1111
+  runs those encoders through torch.nn.MultiheadAttention, which reads in_proj_weight and
+  out_proj.weight without calling the projections' forwards, and its networks.py
   (network_apply_weights) changes a MultiheadAttention only when q, k, v and out are all present:
-  without them the out_proj change is dropped silently. The zeros change nothing in any client.
-  They have the out_proj's rank and alpha: diffusers (utils/peft_utils.py get_peft_kwargs) puts a
+  without them the change is dropped silently. The zeros change nothing in any client.
+  They have the edited projection's rank and alpha: diffusers (utils/peft_utils.py get_peft_kwargs) puts a
   module whose rank or alpha differs from the encoder's most common one into rank_pattern /
   alpha_pattern, and its text-encoder alpha_pattern keys name the attention block rather than the
   projection, so e.g. rank-1 alpha-1 companions would leave out_proj at alpha 1 with rank r (scale 1/r).
@@ -50,7 +51,7 @@ _SDXL_KOHYA_PREFIX = {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
 _OPENCLIP_ENCODERS = {"sd2": ("text_encoder",), "sdxl": ("text_encoder_2",)}
 # kohya sd-scripts' ss_base_model_version per family (see module docstring).
 _BASE_MODEL_VERSION = {"sd1": "sd_v1", "sd2": "sd_v2", "sdxl": "sdxl_base_v1-0"}
-_ATTN_OUT = "self_attn.out_proj"
+_ATTN_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 def factorize(delta: torch.Tensor, rank: int | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
@@ -84,10 +85,19 @@ def _kohya_name(family: str, name: str) -> str:
     return f"{prefixes[component]}_{module_path.replace('.', '_')}"
 
 
-def _needs_qkv_companions(family: str, name: str) -> bool:
-    """True for a self_attn.out_proj weight of an encoder that AUTOMATIC1111 runs as MultiheadAttention."""
+def _attention_companions(family: str, name: str) -> tuple[str, ...]:
+    """The zero entries a kohya file needs beside a self-attention projection weight: for an
+    encoder that AUTOMATIC1111 runs as MultiheadAttention, the other three of q/k/v/out (which must
+    be present too); elsewhere out_proj when another projection is edited (diffusers' kohya loader,
+    lora_conversion_utils + state_dict_utils, recognises a text-encoder file by its out_proj key and
+    fails on a file with v_proj alone); else ()."""
     component, _, rest = name.partition(".")
-    return component in _OPENCLIP_ENCODERS.get(family, ()) and rest.endswith(f"{_ATTN_OUT}.weight")
+    proj = next((p for p in _ATTN_PROJECTIONS if rest.endswith(f"self_attn.{p}.weight")), None)
+    if proj is None:
+        return ()
+    if component in _OPENCLIP_ENCODERS.get(family, ()):
+        return tuple(p for p in _ATTN_PROJECTIONS if p != proj)
+    return () if proj == "out_proj" else ("out_proj",)
 
 
 def _client_metadata(family: str | None) -> dict[str, str]:
@@ -131,10 +141,10 @@ def export_lora(edit, path: str | Path, format: str = "diffusers", rank: int | N
         tensors[f"{base}.lora_down.weight"] = down
         tensors[f"{base}.lora_up.weight"] = up
         tensors[f"{base}.alpha"] = alpha
-        if _needs_qkv_companions(family, name):  # CLIP's q/k/v have out_proj's shape (hidden, hidden)
-            for proj in ("q_proj", "k_proj", "v_proj"):
-                companion = base.removesuffix("out_proj") + proj
-                companions[companion] = (torch.zeros_like(up), torch.zeros_like(down), alpha.clone())
+        own = base.rpartition("_self_attn_")[2]  # "out_proj", "v_proj", ...
+        for proj in _attention_companions(family, name):  # CLIP's q/k/v/out all have shape (hidden, hidden)
+            companion = base.removesuffix(own) + proj
+            companions[companion] = (torch.zeros_like(up), torch.zeros_like(down), alpha.clone())
     for base, (up, down, alpha) in companions.items():
         if f"{base}.lora_down.weight" not in tensors:  # a real edit of that projection wins
             tensors[f"{base}.lora_down.weight"] = down

@@ -34,13 +34,19 @@ import torch
 
 from locedit.edit.cache import cache_file, cache_folder, key_parameters, moment_key, read_sums, write_sums
 from locedit.edit.edit import Edit
-from locedit.edit.targets import attn_out_target, fingerprint_tensors
+from locedit.edit.targets import fingerprint_tensors, text_target
 from locedit.hooks import Trace
 from locedit.models import TextEncoderHandle, detect_family, find_subject_span, text_encoders
 from locedit.models.text import SubjectNotFoundError
 
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}", "a picture of {}")
-POSITION_MODES = ("last", "last+after")
+POSITION_MODES = ("subject", "last", "last+after")
+# Self-attention projections DIFF-QUICKFIX can edit (TEXT_TEMPLATES kinds): "attn_v" reads one token
+# (its embedding, at layer 0); "attn_out" reads the attention's mix of every earlier token (the paper's).
+MODULES = ("attn_v", "attn_out")
+DEFAULT_POSITIONS = {"attn_v": "subject", "attn_out": "last+after"}
+CORPUS_WEIGHT = 10.0  # default mu; see QuickFixConfig.corpus_weight
+VOCAB_SAMPLES = 65536  # (token, position) pairs of the vocabulary prior; all of them when fewer
 SYNTHETIC_MAX_WORDS = 24  # longest synthetic caption, in words (the length of a long real prompt)
 
 
@@ -51,16 +57,23 @@ class QuickFixConfig:
     # Ridge strength: how hard W' is pulled back toward W. Units: squared key norm; 0.01 as in
     # the paper's released code, i.e. close to exact least squares on the key rows.
     lam: float = 0.01
-    # "last+after": the last subject token and every later position (EOS and padding included),
-    # paired by offset with the value caption's, as the paper's released code does. On models
-    # whose later tokens already copied the concept ("last" alone then leaves it in place) this
-    # is what removes it. "last": the last subject token only (the paper's single causal state).
-    positions: str = "last+after"
+    # Edited projection of the layer's self-attention. "attn_v" (value projection): its input at a
+    # position is that token's own embedding (layer 0), so the key rows are the concept's tokens and
+    # every later position that attends to them reads the new value; held-out specificity on the
+    # built-in model is far higher than with "attn_out" (benchmarks/edit_quality.py, README).
+    # "attn_out" (out-projection): the paper's DIFF-QUICKFIX; its input is the attention's mix of
+    # every earlier token, so later positions must be edited too (positions "last+after").
+    module: str = "attn_v"
+    # Edited token positions, paired by offset from the last subject token with the value caption's.
+    # None: "subject" for attn_v (every token of the concept), "last+after" for attn_out (the last
+    # subject token and every later position, EOS and padding included, as the paper's released
+    # code does); "last": the last subject token only (the paper's single causal state).
+    positions: str | None = None
     # Caption templates; "{}" marks the concept. Several templates make the edit generalise.
     templates: tuple[str, ...] = DEFAULT_TEMPLATES
     # Which text encoder(s) to edit: None = all (both for SDXL), or 1 / 2.
     encoder: int | str | None = None
-    # Text-encoder layer whose self-attention out_proj is edited (the paper's causal state: 0).
+    # Text-encoder layer whose self-attention is edited (the paper's causal state: 0).
     layer: int = 0
     # dtype of the solve; float64 keeps the normal equations well conditioned.
     solve_dtype: torch.dtype = torch.float64
@@ -70,20 +83,20 @@ class QuickFixConfig:
     # words, too long) are left out.
     corpus: tuple[str, ...] | None = None
     # mu: weight of the corpus term, in "equivalent rows" (C is a mean over positions); 0 turns it off.
-    # 100 from benchmarks/edit_quality.py on the built-in model (with mined key captions): specificity
-    # of striped -> plain 0.62 at mu=10, 1.00 at 100, 0.84 at 1000; red -> blue 0.91 / 0.97 at 100 /
-    # 1000 (README).
-    corpus_weight: float = 100.0
+    # Chosen on the built-in model's dev split (held-out phrasings; the test split only reports):
+    # see the README's edit table.
+    corpus_weight: float = CORPUS_WEIGHT
+    # Weight of the vocabulary prior inside the corpus term (attn_v at layer 0 only): the second
+    # moment of the v_proj input of every vocabulary token (the key's tokens left out) at every
+    # position, added to C. It holds the words no corpus caption wrote ("an", "image" on the
+    # built-in model), which a user's prompt will. None: 1.0 for attn_v, 0 (unavailable) for attn_out.
+    vocab_weight: float | None = None
     # Key captions mined from the corpus: up to this many corpus captions that name the key concept
     # join the templated ones (the value caption is the same caption with the value in place of the
     # key), so the edit sees the key in the contexts the model reads it in. Captions naming a key
     # are always left out of the corpus term, which would otherwise hold the key's old outputs in
     # place. 0: templates only.
     corpus_keys: int = 64
-    # Shrinkage of the corpus second moment toward its mean eigenvalue: C_s = (1 - s) C + s tr(C)/d I.
-    # A corpus estimates C badly in the directions it rarely uses; without shrinkage the edit writes
-    # into them cheaply, and prompts the corpus did not contain pay for it. 0: no shrinkage.
-    shrink: float = 0.0
     # Random compositions of the corpus' words (key words left out) added to the corpus term: they
     # hold the outputs of word orders and combinations the corpus never wrote, which users' prompts
     # will. Number of synthetic captions; 0: the corpus alone.
@@ -130,7 +143,9 @@ def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
 
 def subject_positions(handle: TextEncoderHandle, caption: str, subject: str, mode: str) -> list[int]:
     """Token positions of `subject` in `caption` that the edit uses (see QuickFixConfig.positions)."""
-    _, end = find_subject_span(handle.tokenizer, caption, subject)
+    start, end = find_subject_span(handle.tokenizer, caption, subject)
+    if mode == "subject":
+        return list(range(start, end))
     if mode == "last":
         return [end - 1]
     if mode == "last+after":
@@ -138,15 +153,15 @@ def subject_positions(handle: TextEncoderHandle, caption: str, subject: str, mod
     raise ValueError(f"unknown positions {mode!r}; use one of {', '.join(POSITION_MODES)}")
 
 
-def capture_keys(handle: TextEncoderHandle, captions: list[str], layer: int = 0) -> torch.Tensor:
-    """Inputs of layer `layer`'s self-attention out_proj, (B, context, d_in), stopping the forward there."""
-    return capture_ids(handle, handle.tokenize(captions), layer)
+def capture_keys(handle: TextEncoderHandle, captions: list[str], layer: int = 0, kind: str = "attn_out") -> torch.Tensor:
+    """Inputs of layer `layer`'s self-attention projection `kind`, (B, context, d_in), stopping the forward there."""
+    return capture_ids(handle, handle.tokenize(captions), layer, kind)
 
 
 @torch.no_grad()
-def capture_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int = 0) -> torch.Tensor:
+def capture_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int = 0, kind: str = "attn_out") -> torch.Tensor:
     """capture_keys for token ids already padded to the context, (B, context)."""
-    with Trace(handle.module("attn_out", layer), retain_input=True, retain_output=False, stop=True) as trace:
+    with Trace(handle.module(kind, layer), retain_input=True, retain_output=False, stop=True) as trace:
         handle.encoder(ids.to(handle.encoder.device))
     return trace.input
 
@@ -204,6 +219,7 @@ def build_rows(
     positions: str,
     layer: int,
     dtype: torch.dtype,
+    kind: str = "attn_out",
 ) -> Rows:
     """Key/value rows of the ridge problem for one encoder (all captions in one early-exit forward).
 
@@ -220,14 +236,17 @@ def build_rows(
     val_pos = [subject_positions(handle, vc, vs, positions) for _, _, vc, vs in edit_captions]
     pres_pos = [subject_positions(handle, c, s, positions) for c, s in preserve_captions]
 
-    x = capture_keys(handle, key_caps + val_caps + pres_caps, layer)  # (B, context, d_in)
+    x = capture_keys(handle, key_caps + val_caps + pres_caps, layer, kind)  # (B, context, d_in)
     n = len(key_caps)
     # Gather (caption, position) indices first, then convert and project all rows at once.
     key_idx, val_idx = [], []
     for i, (kp, vp) in enumerate(zip(key_pos, val_pos)):
-        m = min(len(kp), len(vp))  # pair key and value positions by offset from the last subject token
-        key_idx += [(i, p) for p in kp[:m]]
-        val_idx += [(n + i, p) for p in vp[:m]]
+        # pair key and value positions by offset from the last subject token (a longer subject's
+        # first tokens are left out: "vincent van gogh" -> "painting" maps "gogh" alone)
+        m = min(len(kp), len(vp))
+        kp, vp = (kp[len(kp) - m :], vp[len(vp) - m :]) if positions == "subject" else (kp[:m], vp[:m])
+        key_idx += [(i, p) for p in kp]
+        val_idx += [(n + i, p) for p in vp]
     pres_idx = [(2 * n + i, p) for i, pp in enumerate(pres_pos) for p in pp]
 
     def gather(idx: list[tuple[int, int]]) -> torch.Tensor:
@@ -236,7 +255,7 @@ def build_rows(
         rows, cols = zip(*idx)
         return x[list(rows), list(cols)].to(dtype)
 
-    weight = handle.module("attn_out", layer).weight.detach().to(dtype)
+    weight = handle.module(kind, layer).weight.detach().to(dtype)
     edit_keys, preserve_keys = gather(key_idx), gather(pres_idx)
     keys = torch.cat([edit_keys, preserve_keys])
     values = torch.cat([gather(val_idx), preserve_keys]) @ weight.T  # no bias: v = W x
@@ -274,11 +293,13 @@ def encodable(handle: TextEncoderHandle, captions: Sequence[str]) -> list[str]:
 # so repeated edits of one model reuse C; any in-place change of those weights changes the key.
 # The corpus' sums also persist on disk between processes (locedit.edit.cache).
 _MOMENTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
+_VOCAB: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()  # vocabulary priors
 
 
 def forget_moments() -> None:
     """Drop every in-memory corpus moment, as a fresh process starts (the disk cache stays)."""
     _MOMENTS.clear()
+    _VOCAB.clear()
 
 
 def _weights_version(handle: TextEncoderHandle, layer: int) -> tuple:
@@ -286,51 +307,51 @@ def _weights_version(handle: TextEncoderHandle, layer: int) -> tuple:
     return tuple((t.data_ptr(), t._version) for t in key_parameters(handle, layer).values())
 
 
-def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int = 0, batch: int = 64) -> torch.Tensor:
+def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int = 0, batch: int = 64, kind: str = "attn_out") -> torch.Tensor:
     """C = mean of k k^T over every position of every caption, (d_in, d_in), float64 (cached)."""
-    key = (layer, tuple(captions), _weights_version(handle, layer))
+    key = (kind, layer, tuple(captions), _weights_version(handle, layer))
     cache = _MOMENTS.setdefault(handle.encoder, {})
     if key not in cache:
         cache.clear()  # one entry per encoder: the latest corpus and weights
-        cache[key] = _second_moment(handle, captions, layer, batch)
+        cache[key] = _second_moment(handle, captions, layer, batch, kind)
     return cache[key]
 
 
 def corpus_moment(
-    handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, exclude: Sequence[str] = ()
+    handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, exclude: Sequence[str] = (), kind: str = "attn_out"
 ) -> tuple[torch.Tensor | None, list[str]]:
     """(C, used captions): the second moment of keys over the captions of `corpus` this encoder can
     encode, leaving out those in `exclude`. The whole corpus' sum is cached like key_second_moment
     (filtering and the forward pass run once per model, corpus and layer), and on disk between
     processes (locedit.edit.cache); excluded captions are subtracted from it."""
-    usable, total, count = _corpus_sums(handle, corpus, layer)
+    usable, total, count = _corpus_sums(handle, corpus, layer, kind)
     dropped = set(exclude)
     used = [c for c in usable if c not in dropped]
     if not used:
         return None, used
     if len(used) < len(usable):
-        sub_total, sub_count = _key_sums(handle, [c for c in usable if c in dropped], layer, 64)
+        sub_total, sub_count = _key_sums(handle, [c for c in usable if c in dropped], layer, 64, kind)
         total, count = total - sub_total, count - sub_count
     return total / count, used
 
 
-def usable_corpus(handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0) -> list[str]:
+def usable_corpus(handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, kind: str = "attn_out") -> list[str]:
     """The captions of `corpus` this encoder can encode (cached with the corpus' key sums)."""
-    return _corpus_sums(handle, corpus, layer)[0]
+    return _corpus_sums(handle, corpus, layer, kind)[0]
 
 
-def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int) -> tuple[list[str], torch.Tensor | None, int]:
+def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int, kind: str = "attn_out") -> tuple[list[str], torch.Tensor | None, int]:
     """(usable captions, sum of k k^T over them (d_in, d_in) float64, number of positions), from
     memory, else from the disk cache, else by one forward of the usable captions (then stored)."""
-    key = ("corpus", layer, tuple(corpus), _weights_version(handle, layer))
+    key = ("corpus", kind, layer, tuple(corpus), _weights_version(handle, layer))
     cache = _MOMENTS.setdefault(handle.encoder, {})
     if key not in cache:
         cache.clear()  # one entry per encoder: the latest corpus and weights
-        cache[key] = _stored_corpus_sums(handle, list(corpus), layer)
+        cache[key] = _stored_corpus_sums(handle, list(corpus), layer, kind)
     return cache[key]
 
 
-def _stored_corpus_sums(handle: TextEncoderHandle, corpus: list[str], layer: int) -> tuple[list[str], torch.Tensor | None, int]:
+def _stored_corpus_sums(handle: TextEncoderHandle, corpus: list[str], layer: int, kind: str = "attn_out") -> tuple[list[str], torch.Tensor | None, int]:
     """_corpus_sums without the memory: read from the disk cache, or computed and written there."""
     usable, rows = _encodable_ids(handle, corpus)
     if not usable:
@@ -338,15 +359,15 @@ def _stored_corpus_sums(handle: TextEncoderHandle, corpus: list[str], layer: int
     ids = _pad_ids(handle, rows)
     folder = cache_folder()
     if folder is None:
-        return (usable, *_key_sum_ids(handle, ids, layer, 64))
-    key = moment_key(handle, layer, usable, ids)
+        return (usable, *_key_sum_ids(handle, ids, layer, 64, kind))
+    key = moment_key(handle, layer, usable, ids, kind)
     file = cache_file(folder, key)
-    d_in = handle.module("attn_out", layer).in_features
+    d_in = handle.module(kind, layer).in_features
     stored = read_sums(file, key, d_in, len(usable))
     if stored is not None:
         total, count = stored
         return usable, total.to(handle.encoder.device), count
-    total, count = _key_sum_ids(handle, ids, layer, 64)
+    total, count = _key_sum_ids(handle, ids, layer, 64, kind)
     write_sums(file, key, total, count, len(usable), layer)
     return usable, total, count
 
@@ -371,26 +392,26 @@ def _pad_ids(handle: TextEncoderHandle, rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor(padded["input_ids"], dtype=torch.long)
 
 
-def _key_sums(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int) -> tuple[torch.Tensor, int]:
+def _key_sums(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int, kind: str = "attn_out") -> tuple[torch.Tensor, int]:
     """(sum of k k^T over every position of every caption, float64 (d_in, d_in); number of positions)."""
-    return _key_sum_ids(handle, handle.tokenize(list(captions)), layer, batch)
+    return _key_sum_ids(handle, handle.tokenize(list(captions)), layer, batch, kind)
 
 
 @torch.no_grad()
-def _key_sum_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch: int) -> tuple[torch.Tensor, int]:
+def _key_sum_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch: int, kind: str = "attn_out") -> tuple[torch.Tensor, int]:
     """_key_sums for padded token ids (B, context), `batch` captions per forward."""
     total, count = None, 0
     for i in range(0, ids.shape[0], batch):
-        x = capture_ids(handle, ids[i : i + batch], layer).flatten(0, 1).double()
+        x = capture_ids(handle, ids[i : i + batch], layer, kind).flatten(0, 1).double()
         total = x.T @ x if total is None else total + x.T @ x
         count += x.shape[0]
     return total, count
 
 
-def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int) -> torch.Tensor:
+def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int, kind: str = "attn_out") -> torch.Tensor:
     if not captions:
         raise ValueError("the covariance corpus is empty; give at least one caption")
-    total, count = _key_sums(handle, captions, layer, batch)
+    total, count = _key_sums(handle, captions, layer, batch, kind)
     return total / count
 
 
@@ -413,13 +434,37 @@ def synthetic_captions(corpus: Sequence[str], keys: Sequence[str], n: int, max_w
     return out
 
 
-def shrunk(moment: torch.Tensor, amount: float) -> torch.Tensor:
-    """(1 - amount) C + amount * tr(C)/d * I: C pulled toward its mean eigenvalue (Ledoit-Wolf style)."""
-    if amount == 0:
-        return moment
-    d = moment.shape[0]
-    eye = torch.eye(d, dtype=moment.dtype, device=moment.device)
-    return (1 - amount) * moment + amount * (moment.trace() / d) * eye
+@torch.no_grad()
+def vocab_moment(handle: TextEncoderHandle, exclude_ids: Sequence[int] = (), samples: int = VOCAB_SAMPLES, seed: int = 0) -> torch.Tensor:
+    """Mean x x^T, float64 (d, d), of the layer-0 v_proj input x = layer_norm1(token + position
+    embedding) over every (token, position) pair of the vocabulary and context, tokens in
+    `exclude_ids` left out; a seeded sample of `samples` pairs when there are more (SD: 49408 × 77)."""
+    embeddings = handle.module("embeddings")
+    norm = handle.module("layer_norm1", 0)
+    token = embeddings.token_embedding.weight.detach()
+    position = embeddings.position_embedding.weight.detach()[: handle.context_length]
+    keep = torch.ones(token.shape[0], dtype=torch.bool)
+    keep[list(exclude_ids)] = False
+    tokens = keep.nonzero().flatten()
+    pairs = torch.cartesian_prod(tokens, torch.arange(position.shape[0]))
+    if pairs.shape[0] > samples:
+        pick = torch.randperm(pairs.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]
+        pairs = pairs[pick]
+    total = None
+    for chunk in pairs.split(8192):
+        x = norm(token[chunk[:, 0].to(token.device)] + position[chunk[:, 1].to(token.device)]).double()
+        total = x.T @ x if total is None else total + x.T @ x
+    return total / pairs.shape[0]
+
+
+def _cached_vocab_moment(handle: TextEncoderHandle, exclude_ids: list[int]) -> torch.Tensor:
+    """vocab_moment, kept in memory per encoder, weights and excluded tokens (repeated edits of one model)."""
+    key = ("vocab", tuple(exclude_ids), _weights_version(handle, 0))
+    cache = _VOCAB.setdefault(handle.encoder, {})
+    if key not in cache:
+        cache.clear()
+        cache[key] = vocab_moment(handle, exclude_ids)
+    return cache[key]
 
 
 def solve_ridge(
@@ -464,7 +509,8 @@ def quickfix(
     corpus: Sequence[str] | None = None,
     corpus_weight: float | None = None,
     corpus_keys: int | None = None,
-    shrink: float | None = None,
+    module: str | None = None,
+    vocab_weight: float | None = None,
     synthetic: int | None = None,
     synthetic_seed: int | None = None,
     config: QuickFixConfig | None = None,
@@ -475,8 +521,9 @@ def quickfix(
         pipe: any SD1/SD2/SDXL diffusers pipeline (loaded or built in memory).
         pairs: (key concept, value concept) pairs, e.g. [("van gogh", "painting")], or a dict.
         preserve: concepts whose outputs must stay as they are (neighbours of the key).
-        templates, lam, positions, encoder, layer, corpus, corpus_weight, corpus_keys: override
-            the fields of `config` (see QuickFixConfig for meaning and defaults).
+        templates, lam, positions, encoder, layer, corpus, corpus_weight, corpus_keys, module,
+            vocab_weight, synthetic, synthetic_seed: override the fields of `config` (see
+            QuickFixConfig for meaning and defaults).
 
     Returns:
         An Edit with the before/after tensors, the settings, the base fingerprint and statistics:
@@ -485,19 +532,25 @@ def quickfix(
     cfg = config or QuickFixConfig()
     templates = check_templates(templates if templates is not None else cfg.templates)
     lam = cfg.lam if lam is None else float(lam)
-    positions = positions or cfg.positions
+    module = module or cfg.module
+    if module not in MODULES:
+        raise ValueError(f"unknown module {module!r}; use one of {', '.join(MODULES)}")
+    positions = positions or cfg.positions or DEFAULT_POSITIONS[module]
     layer = cfg.layer if layer is None else int(layer)
     encoder = cfg.encoder if encoder is None else encoder
     corpus = cfg.corpus if corpus is None else corpus
     corpus_weight = cfg.corpus_weight if corpus_weight is None else float(corpus_weight)
     corpus_keys = cfg.corpus_keys if corpus_keys is None else int(corpus_keys)
-    shrink = cfg.shrink if shrink is None else float(shrink)
+    vocab_weight = cfg.vocab_weight if vocab_weight is None else float(vocab_weight)
+    if vocab_weight is None:
+        vocab_weight = 1.0 if module == "attn_v" and layer == 0 else 0.0
+    if vocab_weight < 0 or (vocab_weight > 0 and (module != "attn_v" or layer != 0)):
+        raise ValueError(f"vocab_weight must be >= 0 and needs module='attn_v' at layer 0 (got {vocab_weight}, {module}, "
+                         f"layer {layer}): only there is the input one token's embedding")
     synthetic = cfg.synthetic if synthetic is None else int(synthetic)
     synthetic_seed = cfg.synthetic_seed if synthetic_seed is None else int(synthetic_seed)
     if synthetic < 0:
         raise ValueError(f"synthetic must be >= 0 (got {synthetic}); 0 uses the corpus alone")
-    if not 0 <= shrink <= 1:
-        raise ValueError(f"shrink must be in [0, 1] (got {shrink}); 0 keeps the corpus second moment as it is")
     explicit_corpus = corpus is not None
     if explicit_corpus:
         corpus, corpus_source = list(corpus), "given"
@@ -527,8 +580,8 @@ def quickfix(
     for handle in text_encoders(pipe, encoder):
         if not 0 <= layer < handle.num_layers:
             raise ValueError(f"layer {layer} does not exist in {handle.name} ({handle.num_layers} layers)")
-        target = attn_out_target(handle.name, handle.index, layer)
-        usable = usable_corpus(handle, corpus, layer) if corpus else []
+        target = text_target(module, handle.name, handle.index, layer)
+        usable = usable_corpus(handle, corpus, layer, module) if corpus else []
         if corpus_weight > 0 and explicit_corpus and not usable:
             raise ValueError(f"no caption of the corpus can be encoded by {handle.name} (unknown words or too long)")
         # corpus captions that name a key: edit rows (when mined), never in the corpus term
@@ -538,11 +591,15 @@ def quickfix(
         # preserved concepts keep their outputs in the templates and in the mined contexts
         preserve_captions = [(t.format(c), c) for c in preserve for t in templates]
         preserve_captions += [(substitute(kc, k, c), c) for kc, k, _, _ in mined for c in preserve]
-        rows = build_rows(handle, edit_captions, preserve_captions, positions, layer, cfg.solve_dtype)
-        w = handle.module("attn_out", layer).weight.detach()
+        rows = build_rows(handle, edit_captions, preserve_captions, positions, layer, cfg.solve_dtype, module)
+        w = handle.module(module, layer).weight.detach()
         held = corpus + synthetic_captions(usable, [k for k, _ in pair_list], synthetic, min(handle.context_length - 2, SYNTHETIC_MAX_WORDS), synthetic_seed)
-        moment, used = corpus_moment(handle, held, layer, exclude=naming) if corpus_weight > 0 else (None, [])
-        cov = corpus_weight * shrunk(moment.to(cfg.solve_dtype), shrink) if moment is not None else None
+        moment, used = corpus_moment(handle, held, layer, exclude=naming, kind=module) if corpus_weight > 0 else (None, [])
+        if corpus_weight > 0 and vocab_weight > 0:
+            key_ids = {i for k, _ in pair_list for i in handle.tokenizer(k, add_special_tokens=False).input_ids}
+            prior = vocab_weight * _cached_vocab_moment(handle, sorted(key_ids))
+            moment = prior if moment is None else moment + prior
+        cov = corpus_weight * moment.to(cfg.solve_dtype) if moment is not None else None
         fit.update(rows.captions)
         fit.update(used)
         w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam, cov)
@@ -572,7 +629,8 @@ def quickfix(
             "corpus_source": corpus_source if corpus else None,
             "corpus_weight": corpus_weight,
             "corpus_keys": corpus_keys,
-            "shrink": shrink,
+            "module": module,
+            "vocab_weight": vocab_weight,
             "synthetic": synthetic,
             "synthetic_seed": synthetic_seed,
             "positions": positions,

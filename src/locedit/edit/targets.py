@@ -17,7 +17,7 @@ from locedit.models import detect_family, resolve_text_module, text_encoders, te
 
 @dataclass(frozen=True)
 class Target:
-    """One editable weight: the out-projection of a text encoder's self-attention at `layer`."""
+    """One editable weight: a projection (out_proj or v_proj) of a text encoder's self-attention."""
 
     component: str  # pipeline attribute, "text_encoder" or "text_encoder_2"
     module_path: str  # canonical module path inside the component
@@ -28,13 +28,14 @@ class Target:
         return f"{self.component}.{self.module_path}.weight"
 
 
-def attn_out_target(component: str, encoder_index: int, layer: int = 0) -> Target:
-    return Target(component, text_template("attn_out", layer=layer), encoder_index)
+def text_target(kind: str, component: str, encoder_index: int, layer: int = 0) -> Target:
+    """The weight of module `kind` ("attn_out" or "attn_v", see TEXT_TEMPLATES) at `layer`."""
+    return Target(component, text_template(kind, layer=layer), encoder_index)
 
 
-def editable_targets(pipe, encoder: str | int | None = None, layer: int = 0) -> list[Target]:
-    """The DIFF-QUICKFIX targets of a pipeline: layer `layer` self-attention out_proj per encoder."""
-    return [attn_out_target(h.name, h.index, layer) for h in text_encoders(pipe, encoder)]
+def editable_targets(pipe, encoder: str | int | None = None, layer: int = 0, kind: str = "attn_out") -> list[Target]:
+    """The DIFF-QUICKFIX targets of a pipeline: layer `layer`'s self-attention projection per encoder."""
+    return [text_target(kind, h.name, h.index, layer) for h in text_encoders(pipe, encoder)]
 
 
 def get_parameter(pipe, name: str) -> torch.nn.Parameter:

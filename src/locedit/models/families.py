@@ -62,6 +62,9 @@ TEXT_TEMPLATES = {
     "layer": "text_model.encoder.layers.{layer}",
     "self_attn": "text_model.encoder.layers.{layer}.self_attn",
     "attn_out": "text_model.encoder.layers.{layer}.self_attn.out_proj",
+    "attn_v": "text_model.encoder.layers.{layer}.self_attn.v_proj",
+    "layer_norm1": "text_model.encoder.layers.{layer}.layer_norm1",
+    "embeddings": "text_model.embeddings",
     "mlp": "text_model.encoder.layers.{layer}.mlp",
     "final_layer_norm": "text_model.final_layer_norm",
 }
