@@ -38,6 +38,7 @@ from locedit.models.families import resolve_text_module, text_template
 
 FORMAT = "locedit-corpus-moment/1"
 SUBFOLDER = "corpus-moments"
+VOCAB_SUBFOLDER = "vocab-moments"  # the vocabulary prior's sums (quickfix.vocab_sums), same file format
 # Modules of a CLIP encoder layer that run after its self-attention's out_proj input: their weights
 # do not change the keys of that layer.
 _AFTER_ATTN_OUT = ("self_attn.out_proj.", "layer_norm2.", "mlp.")
@@ -136,8 +137,28 @@ def moment_key(handle: TextEncoderHandle, layer: int, captions: list[str], ids: 
     return h.hexdigest()
 
 
-def cache_file(folder: Path, key: str) -> Path:
-    return folder / SUBFOLDER / f"{key}.safetensors"
+def vocab_key(handle: TextEncoderHandle, samples: int, seed: int) -> str:
+    """sha256 (hex) of everything the vocabulary prior's sums depend on: the token and position
+    embeddings, layer 0's layer_norm1, the context length and the (token, position) sample."""
+    import transformers
+
+    embeddings = handle.module("embeddings")
+    norm = handle.module("layer_norm1", 0)
+    h = hashlib.sha256()
+    h.update(json.dumps({
+        "format": FORMAT, "kind": "vocab", "samples": samples, "seed": seed, "context": handle.context_length,
+        "torch": torch.__version__, "transformers": transformers.__version__,
+        "device": embeddings.token_embedding.weight.device.type,
+    }, sort_keys=True).encode())
+    _digest(h, "token_embedding", embeddings.token_embedding.weight)
+    _digest(h, "position_embedding", embeddings.position_embedding.weight)
+    for name, tensor in sorted(norm.state_dict().items()):
+        _digest(h, f"layer_norm1.{name}", tensor)
+    return h.hexdigest()
+
+
+def cache_file(folder: Path, key: str, subfolder: str = SUBFOLDER) -> Path:
+    return folder / subfolder / f"{key}.safetensors"
 
 
 def read_sums(file: Path, key: str, d_in: int, captions: int) -> tuple[torch.Tensor, int] | None:

@@ -32,7 +32,16 @@ from pathlib import Path
 
 import torch
 
-from locedit.edit.cache import cache_file, cache_folder, key_parameters, moment_key, read_sums, write_sums
+from locedit.edit.cache import (
+    VOCAB_SUBFOLDER,
+    cache_file,
+    cache_folder,
+    key_parameters,
+    moment_key,
+    read_sums,
+    vocab_key,
+    write_sums,
+)
 from locedit.edit.edit import Edit
 from locedit.edit.targets import fingerprint_tensors, text_target
 from locedit.hooks import Trace
@@ -46,7 +55,7 @@ POSITION_MODES = ("subject", "last", "last+after")
 MODULES = ("attn_v", "attn_out")
 DEFAULT_POSITIONS = {"attn_v": "subject", "attn_out": "last+after"}
 CORPUS_WEIGHT = 10.0  # default mu; see QuickFixConfig.corpus_weight
-VOCAB_SAMPLES = 65536  # (token, position) pairs of the vocabulary prior; all of them when fewer
+VOCAB_SAMPLES = 16384  # (token, position) pairs of the vocabulary prior (21 per dimension at SD's 768); all when fewer
 SYNTHETIC_MAX_WORDS = 24  # longest synthetic caption, in words (the length of a long real prompt)
 
 
@@ -434,37 +443,70 @@ def synthetic_captions(corpus: Sequence[str], keys: Sequence[str], n: int, max_w
     return out
 
 
+def vocab_pairs(handle: TextEncoderHandle, samples: int = VOCAB_SAMPLES, seed: int = 0) -> torch.Tensor:
+    """The (token id, position) pairs of the vocabulary prior, (P, 2) int64: every pair of the
+    vocabulary and context, or a seeded sample of `samples` of them when there are more (SD: 49408 × 77)."""
+    n_tokens = handle.module("embeddings").token_embedding.weight.shape[0]
+    pairs = torch.cartesian_prod(torch.arange(n_tokens), torch.arange(handle.context_length))
+    if pairs.shape[0] > samples:
+        pairs = pairs[torch.randperm(pairs.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]]
+    return pairs
+
+
 @torch.no_grad()
-def vocab_moment(handle: TextEncoderHandle, exclude_ids: Sequence[int] = (), samples: int = VOCAB_SAMPLES, seed: int = 0) -> torch.Tensor:
-    """Mean x x^T, float64 (d, d), of the layer-0 v_proj input x = layer_norm1(token + position
-    embedding) over every (token, position) pair of the vocabulary and context, tokens in
-    `exclude_ids` left out; a seeded sample of `samples` pairs when there are more (SD: 49408 × 77)."""
+def vocab_sums(handle: TextEncoderHandle, pairs: torch.Tensor) -> torch.Tensor:
+    """Sum of x x^T, float64 (d, d), of the layer-0 v_proj input x = layer_norm1(token + position
+    embedding) over (token, position) `pairs` (P, 2); float32 products summed in float64 per chunk."""
     embeddings = handle.module("embeddings")
     norm = handle.module("layer_norm1", 0)
     token = embeddings.token_embedding.weight.detach()
-    position = embeddings.position_embedding.weight.detach()[: handle.context_length]
-    keep = torch.ones(token.shape[0], dtype=torch.bool)
-    keep[list(exclude_ids)] = False
-    tokens = keep.nonzero().flatten()
-    pairs = torch.cartesian_prod(tokens, torch.arange(position.shape[0]))
-    if pairs.shape[0] > samples:
-        pick = torch.randperm(pairs.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]
-        pairs = pairs[pick]
-    total = None
-    for chunk in pairs.split(8192):
-        x = norm(token[chunk[:, 0].to(token.device)] + position[chunk[:, 1].to(token.device)]).double()
-        total = x.T @ x if total is None else total + x.T @ x
-    return total / pairs.shape[0]
+    position = embeddings.position_embedding.weight.detach()
+    d = token.shape[1]
+    total = torch.zeros(d, d, dtype=torch.float64, device=token.device)
+    for chunk in pairs.to(token.device).split(4096):
+        x = norm(token[chunk[:, 0]] + position[chunk[:, 1]]).float()
+        total += (x.T @ x).double()
+    return total
+
+
+def vocab_moment(handle: TextEncoderHandle, exclude_ids: Sequence[int] = (), samples: int = VOCAB_SAMPLES, seed: int = 0) -> torch.Tensor:
+    """Mean x x^T, float64 (d, d), of the layer-0 v_proj input over the vocabulary prior's pairs
+    (vocab_pairs) whose token is not in `exclude_ids` (the key's tokens)."""
+    pairs = vocab_pairs(handle, samples, seed)
+    keep = ~torch.isin(pairs[:, 0], torch.tensor(sorted(set(exclude_ids)), dtype=torch.long))
+    return vocab_sums(handle, pairs[keep]) / int(keep.sum())
 
 
 def _cached_vocab_moment(handle: TextEncoderHandle, exclude_ids: list[int]) -> torch.Tensor:
-    """vocab_moment, kept in memory per encoder, weights and excluded tokens (repeated edits of one model)."""
-    key = ("vocab", tuple(exclude_ids), _weights_version(handle, 0))
+    """vocab_moment from the sums over every sampled pair, kept in memory per encoder and weights
+    and on disk (locedit.edit.cache), minus the pairs of the excluded tokens (a few rows)."""
+    key = ("vocab", _weights_version(handle, 0))
     cache = _VOCAB.setdefault(handle.encoder, {})
     if key not in cache:
         cache.clear()
-        cache[key] = vocab_moment(handle, exclude_ids)
-    return cache[key]
+        cache[key] = _stored_vocab_sums(handle)
+    pairs, total = cache[key]
+    dropped = torch.isin(pairs[:, 0], torch.tensor(sorted(set(exclude_ids)), dtype=torch.long))
+    if dropped.any():
+        total = total - vocab_sums(handle, pairs[dropped])
+    return total / int((~dropped).sum())
+
+
+def _stored_vocab_sums(handle: TextEncoderHandle) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pairs, sums over them) of the vocabulary prior: read from the disk cache, or computed and written there."""
+    pairs = vocab_pairs(handle)
+    folder = cache_folder()
+    if folder is None:
+        return pairs, vocab_sums(handle, pairs)
+    key = vocab_key(handle, VOCAB_SAMPLES, 0)
+    file = cache_file(folder, key, VOCAB_SUBFOLDER)
+    d = handle.module("attn_v", 0).in_features
+    stored = read_sums(file, key, d, 0)
+    if stored is not None:
+        return pairs, stored[0].to(handle.encoder.device)
+    total = vocab_sums(handle, pairs)
+    write_sums(file, key, total, pairs.shape[0], 0, 0)
+    return pairs, total
 
 
 def solve_ridge(
