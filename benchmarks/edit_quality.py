@@ -7,6 +7,7 @@ specificity group (neighbours, attributes, entities), with ‖ΔW‖/‖W‖ of 
 library default, the null control (a random ΔW of the same norm).
 
     python benchmarks/edit_quality.py [--split test] [--n 40] [--edits style,artist,colour,shape,fact] [--json out.json]
+    python benchmarks/edit_quality.py --null only --json nulls.json    # the null control of every variant
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from locedit import load_pipeline, quickfix
 from locedit.builtin.edit_suite import edit_suite
-from locedit.evaluate.edit_eval import EvalSettings, evaluate_edit
+from locedit.evaluate.edit_eval import EvalSettings, evaluate_edit, null_edit, weight_change
 from locedit.evaluate.judges import make_judge
 
 EDITS = {
@@ -60,11 +61,13 @@ def main() -> None:
     parser.add_argument("--edits", default=",".join(EDITS))
     parser.add_argument("--only", default=None, help="semicolon-separated variant names to run")
     parser.add_argument("--variants", default=None, help="JSON file {name: quickfix keyword arguments} replacing the built-in list")
+    parser.add_argument("--null", choices=["default", "all", "only"], default="default",
+                        help="null control (random ΔW of the edit's norm) for the library default only, for every "
+                        "variant, or only the null controls (no edited images; a second pass)")
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args()
     pipe = load_pipeline(args.model)
     judge = make_judge("builtin")
-    settings = EvalSettings(steps=args.steps, null=False)
     chosen = variants()
     if args.variants:
         with open(args.variants) as f:
@@ -80,21 +83,23 @@ def main() -> None:
         report[edit_name] = {}
         for name, kwargs in chosen.items():
             edit = quickfix(pipe, [(key, value)], **kwargs)
-            fit = edit.meta.get("fit_captions", [])
-            items = edit_suite(key, value, n=args.n, seed=0, split=args.split, exclude=fit)
+            items = edit_suite(key, value, n=args.n, seed=0, split=args.split, exclude=edit.meta["fit_captions"])
             t0 = time.perf_counter()
-            run_settings = EvalSettings(steps=args.steps, null=(name == "library default"))
             if baseline is not None and [(i.prompt, i.seed) for i in baseline.items] != [(i.prompt, i.seed) for i in items]:
                 baseline = None
-            result = evaluate_edit(pipe, edit, items, judge, run_settings if name == "library default" else settings, baseline=baseline)
+            judged = null_edit(edit) if args.null == "only" else edit
+            with_null = args.null == "all" or (args.null == "default" and name == "library default")
+            result = evaluate_edit(pipe, judged, items, judge, EvalSettings(steps=args.steps, null=with_null), baseline=baseline)
             baseline = baseline or result
             rates = result.rates["after"]
-            w = next(iter(result.weight["tensors"].values()))
+            w = weight_change(edit)["tensors"][edit.names[0]]
             null_spec = result.specificity("null") if "null" in result.rates else float("nan")
-            print(f"{name:30s} " + " ".join(fmt(rates.get(g)) for g in GROUPS) +
+            label = f"{name} (null)" if args.null == "only" else name
+            print(f"{label:30s} " + " ".join(fmt(rates.get(g)) for g in GROUPS) +
                   f"  {w['rel_norm']:7.2f} {w['rank']:4d}  {null_spec:8.2f} {edit.meta['seconds'] * 1000:5.0f}"
                   f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
-            report[edit_name][name] = {"settings": kwargs, "rows": result.rows(), "weight": result.weight}
+            report[edit_name][name] = {"settings": kwargs, "rows": result.rows(), "weight": {"tensors": {edit.names[0]: w}},
+                                       "null_only": args.null == "only"}
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

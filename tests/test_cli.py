@@ -38,7 +38,7 @@ def test_edit_apply_info_roundtrip(tiny_dirs, tmp_path, capsys):
         base, new = load_file(str(base_file)), load_file(str(new_file))
         assert base.keys() == new.keys()
         differ = [k for k in base if not torch.equal(base[k], new[k])]
-        assert differ == ([next(k for k in base if k.endswith("layers.0.self_attn.out_proj.weight"))] if component == "text_encoder" else [])
+        assert differ == ([next(k for k in base if k.endswith("layers.0.self_attn.v_proj.weight"))] if component == "text_encoder" else [])
 
     assert main(["apply", model, str(out / "e.safetensors"), "--save-pipeline", str(out / "pipe2")]) == 0
     a = load_file(str(next((out / "pipe" / "text_encoder").glob("*.safetensors"))))
@@ -49,7 +49,8 @@ def test_edit_apply_info_roundtrip(tiny_dirs, tmp_path, capsys):
     assert main(["info", model, "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
     assert info["family"] == "sd1" and info["editable_layers"] == [
-        "text_encoder.text_model.encoder.layers.0.self_attn.out_proj.weight"
+        "text_encoder.text_model.encoder.layers.0.self_attn.v_proj.weight",
+        "text_encoder.text_model.encoder.layers.0.self_attn.out_proj.weight",
     ]
 
 

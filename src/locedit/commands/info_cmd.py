@@ -33,7 +33,9 @@ def run(args) -> int:
                 "pad_token": handle.tokenizer.pad_token,
             }
         )
-    targets = editable_targets(pipe)
+    from locedit.edit.quickfix import MODULES
+
+    targets = [t for kind in MODULES for t in editable_targets(pipe, kind=kind)]  # default module first
     info = {
         "model": args.model,
         "family": family.name,
