@@ -1,7 +1,18 @@
 """locedit: localize and edit knowledge in text-to-image diffusion models, in closed form."""
 
 from locedit._version import __version__
-from locedit.edit import Edit, QuickFixConfig, quickfix
+from locedit.edit import AblateSettings, Edit, ESDSettings, QuickFixConfig, ablate, esd, quickfix
 from locedit.models import detect_family, load_pipeline
 
-__all__ = ["Edit", "QuickFixConfig", "__version__", "detect_family", "load_pipeline", "quickfix"]
+__all__ = [
+    "AblateSettings",
+    "ESDSettings",
+    "Edit",
+    "QuickFixConfig",
+    "__version__",
+    "ablate",
+    "detect_family",
+    "esd",
+    "load_pipeline",
+    "quickfix",
+]
