@@ -1,10 +1,11 @@
-"""Knowledge edits: DIFF-QUICKFIX, the fine-tuning baselines (ESD, Concept Ablation), the Edit record,
-LoRA export."""
+"""Knowledge edits: DIFF-QUICKFIX, the fine-tuning and closed-form baselines (ESD, Concept Ablation,
+UCE), the Edit record, LoRA export."""
 
 from locedit.edit.ablate import AblateSettings, ablate
 from locedit.edit.edit import Edit, EditFileError, FingerprintMismatchError
 from locedit.edit.esd import ESDSettings, esd
 from locedit.edit.quickfix import DEFAULT_TEMPLATES, QuickFixConfig, quickfix, solve_ridge
+from locedit.edit.uce import UCESettings, uce
 
 __all__ = [
     "DEFAULT_TEMPLATES",
@@ -14,8 +15,10 @@ __all__ = [
     "EditFileError",
     "FingerprintMismatchError",
     "QuickFixConfig",
+    "UCESettings",
     "ablate",
     "esd",
     "quickfix",
     "solve_ridge",
+    "uce",
 ]
