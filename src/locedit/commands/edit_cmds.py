@@ -1,4 +1,5 @@
-"""`locedit edit` (DIFF-QUICKFIX on a model) and `locedit apply` (an edit file onto a model)."""
+"""`locedit edit` (DIFF-QUICKFIX on a model, or a baseline: see baseline_cmds.py) and `locedit apply`
+(an edit file onto a model)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from locedit.commands.baseline_cmds import add_baseline_args, check_method_args, run_baseline_edit
 from locedit.commands.common import add_model_args, load_model
 from locedit.models.loading import hf_progress_bars
 
@@ -41,6 +43,7 @@ def register(sub) -> None:
                    "AUTOMATIC1111 and kohya sd-scripts too); default diffusers")
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
     p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")
+    add_baseline_args(p)  # --method (quickfix or a baseline), --steps, --lr, --seed
     p.set_defaults(func=run_edit)
 
     a = sub.add_parser("apply", help="apply an edit file to a model and save the edited pipeline")
@@ -108,6 +111,9 @@ def save_pipeline_atomically(pipe, out_dir: str) -> None:
 def run_edit(args) -> int:
     from locedit.edit import quickfix
 
+    method = check_method_args(args)
+    if method != "quickfix":
+        return run_baseline_edit(args, method)
     pairs = parse_pairs(args)
     templates = read_templates(args.templates)
     if args.lam is not None and not args.lam > 0:
