@@ -1,4 +1,5 @@
-"""`locedit edit` (DIFF-QUICKFIX on a model) and `locedit apply` (an edit file onto a model)."""
+"""`locedit edit` (DIFF-QUICKFIX on a model, or a baseline: see baseline_cmds.py) and `locedit apply`
+(an edit file onto a model)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
+from locedit.commands.baseline_cmds import add_baseline_args, check_method_args, run_baseline_edit
 from locedit.commands.common import add_model_args, load_model
 from locedit.edit.quickfix import CORPUS_WEIGHT, MODULES, POSITION_MODES
 from locedit.models.loading import hf_progress_bars
@@ -56,6 +58,7 @@ def register(sub) -> None:
                    "or its tokenizer only spells it out)")
     p.add_argument("--no-cache", action="store_true",
                    help="neither read nor write the corpus moment cache ($LOCEDIT_CACHE, else ~/.cache/locedit)")
+    add_baseline_args(p)  # --method (quickfix or a baseline), --steps, --lr, --seed
     p.set_defaults(func=run_edit)
 
     a = sub.add_parser("apply", help="apply an edit file to a model and save the edited pipeline")
@@ -123,6 +126,9 @@ def save_pipeline_atomically(pipe, out_dir: str) -> None:
 def run_edit(args) -> int:
     from locedit.edit import quickfix
 
+    method = check_method_args(args)
+    if method != "quickfix":
+        return run_baseline_edit(args, method)
     pairs = parse_pairs(args)
     templates = read_templates(args.templates)
     if args.lam is not None and not args.lam > 0:

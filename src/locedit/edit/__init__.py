@@ -1,14 +1,24 @@
-"""Closed-form knowledge edits: DIFF-QUICKFIX, the Edit record, LoRA export."""
+"""Knowledge edits: DIFF-QUICKFIX, the fine-tuning and closed-form baselines (ESD, Concept Ablation,
+UCE), the Edit record, LoRA export."""
 
+from locedit.edit.ablate import AblateSettings, ablate
 from locedit.edit.edit import Edit, EditFileError, FingerprintMismatchError
+from locedit.edit.esd import ESDSettings, esd
 from locedit.edit.quickfix import DEFAULT_TEMPLATES, QuickFixConfig, quickfix, solve_ridge
+from locedit.edit.uce import UCESettings, uce
 
 __all__ = [
     "DEFAULT_TEMPLATES",
+    "AblateSettings",
+    "ESDSettings",
     "Edit",
     "EditFileError",
     "FingerprintMismatchError",
     "QuickFixConfig",
+    "UCESettings",
+    "ablate",
+    "esd",
     "quickfix",
     "solve_ridge",
+    "uce",
 ]

@@ -147,10 +147,12 @@ class Edit:
 
     def summary(self) -> str:
         m = self.meta
-        pairs = ", ".join(f"{k!r} -> {v!r}" for k, v in m.get("pairs", []))
+        pairs = ", ".join(f"{k!r} -> {'(removed)' if v is None else repr(v)}" for k, v in m.get("pairs", []))
         lines = [f"{m.get('method', 'edit')}: {pairs}"]
         if m.get("preserve"):
             lines.append(f"  preserve:  {', '.join(m['preserve'])}")
+        if "settings" in m:  # the baselines (esd, ablate, uce) keep their settings under one key
+            return "\n".join(lines + self._baseline_summary())
         lines.append(
             f"  settings:  module={m.get('module', 'attn_out')} lam={m.get('lam')} positions={m.get('positions')} layer={m.get('layer')} "
             f"templates={len(m.get('templates', []))}"
@@ -165,6 +167,18 @@ class Edit:
                 f"relative error mean {st['rel_error_mean']:.3g} max {st['rel_error_max']:.3g}"
             )
         return "\n".join(lines)
+
+    def _baseline_summary(self) -> list[str]:
+        m, st = self.meta, self.meta.get("stats", {})
+        settings = " ".join(f"{k}={v}" for k, v in m["settings"].items() if k != "templates")
+        lines = [f"  settings:  {settings}", f"  weights:   {len(self.names)} tensors changed"]
+        if st.get("loss"):
+            lines.append(f"  loss:      {st['loss_first']:.4g} -> {st['loss_last']:.4g} (means of the first and last "
+                         f"{st['loss_window']} of {len(st['loss'])} steps)")
+        if "key_rows" in st:
+            lines.append(f"  fit:       {st['key_rows']} key rows, {st['preserve_rows']} preserve rows, relative error "
+                         f"mean {st['rel_error_mean']:.3g} max {st['rel_error_max']:.3g}")
+        return lines
 
     def __repr__(self) -> str:
         return f"Edit({self.meta.get('method')}, pairs={self.meta.get('pairs')}, weights={self.names})"

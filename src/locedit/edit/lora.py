@@ -13,6 +13,18 @@ Formats:
   scale 1), with lora_te1_/lora_te2_ for SDXL's two encoders. Read by every client: AUTOMATIC1111,
   Forge, ComfyUI, kohya sd-scripts, diffusers.
 
+UNet weights (the baselines' edits: ESD, Concept Ablation, UCE) are named "unet.<diffusers module
+path>.lora_A/B.weight" in the diffusers format and "lora_unet_<module path with _>" in the kohya
+format (the SD1/SD2 naming of kohya sd-scripts, whose SD1/SD2 UNet has diffusers' module paths).
+A LoRA carries linear weights only: an edit that changes biases, norms or convolutions is refused.
+Where the UNet modules' exact ranks differ, a diffusers file pads every UNet factor pair with zeros
+to the largest rank (the reported ranks stay the exact ones): diffusers before 0.42 gives a file
+without alphas the first module's rank as lora_alpha, so a module of another rank would be scaled by
+r_first/r (utils/peft_utils.py get_peft_kwargs). Kohya UNet entries share one alpha (the largest
+UNet rank) and hold up·(rank/alpha), so that every client's alpha/rank scale gives ΔW back: with
+per-module alphas, diffusers puts the odd ones in an alpha_pattern under names its PEFT config does
+not match, and applies them at a wrong scale.
+
 What the kohya format adds so that every client applies the whole edit:
 - Zero entries for the other three of q_proj/k_proj/v_proj/out_proj beside each edited
   self-attention projection of an OpenCLIP encoder (SD2's encoder, SDXL's second). AUTOMATIC1111
@@ -45,8 +57,8 @@ from safetensors.torch import save_file
 from locedit.io import atomic_path
 
 LORA_FORMATS = ("diffusers", "kohya")
-_KOHYA_PREFIX = {"text_encoder": "lora_te", "text_encoder_2": "lora_te2"}
-_SDXL_KOHYA_PREFIX = {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2"}
+_KOHYA_PREFIX = {"text_encoder": "lora_te", "text_encoder_2": "lora_te2", "unet": "lora_unet"}
+_SDXL_KOHYA_PREFIX = {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2", "unet": "lora_unet"}
 # Encoders that AUTOMATIC1111 runs as OpenCLIP (torch.nn.MultiheadAttention): SD2's, SDXL's second.
 _OPENCLIP_ENCODERS = {"sd2": ("text_encoder",), "sdxl": ("text_encoder_2",)}
 # kohya sd-scripts' ss_base_model_version per family (see module docstring).
@@ -75,6 +87,21 @@ def factorize(delta: torch.Tensor, rank: int | None = None) -> tuple[torch.Tenso
     norm = d.norm()
     err = float((d - up.double() @ down.double()).norm() / norm) if norm > 0 else 0.0
     return up, down, err
+
+
+def _pad_rank(up: torch.Tensor, down: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """up (d_out, r) and down (r, d_in) padded with zeros to rank `rank` (same product)."""
+    extra = rank - up.shape[1]
+    up = torch.cat([up, up.new_zeros(up.shape[0], extra)], dim=1)
+    down = torch.cat([down, down.new_zeros(extra, down.shape[1])], dim=0)
+    return up.contiguous(), down.contiguous()
+
+
+def _relative_error(delta: torch.Tensor, up: torch.Tensor, down: torch.Tensor, scale: float = 1.0) -> float:
+    """||delta − scale·up·down||_F / ||delta||_F of stored float32 factors (0 for a zero delta)."""
+    d = delta.double()
+    norm = d.norm()
+    return float((d - scale * (up.double() @ down.double())).norm() / norm) if norm > 0 else 0.0
 
 
 def _kohya_name(family: str, name: str) -> str:
@@ -126,18 +153,35 @@ def export_lora(edit, path: str | Path, format: str = "diffusers", rank: int | N
         raise ValueError(
             f"the edit records no known model family (got {family!r}); kohya key names depend on it (sd1, sd2, sdxl)"
         )
+    not_linear = [n for n in edit.names if edit.after[n].dim() != 2]
+    if not_linear:
+        raise ValueError(
+            f"a LoRA carries linear weights only, but this edit changes {len(not_linear)} other tensor(s) "
+            f"(biases, norms or convolutions, e.g. {not_linear[0]}); save the edit file instead"
+        )
     tensors, ranks, errors = {}, {}, {}
     companions = {}  # kohya module name -> (zero up, zero down, alpha)
+    factors = {name: factorize(edit.delta(name), rank) for name in edit.names}
+    # One alpha for every kohya UNet module, and one rank for every diffusers UNet module (see the
+    # module docstring): the largest UNet rank.
+    unet_ranks = {f[0].shape[1] for n, f in factors.items() if n.startswith("unet.")}
+    unet_alpha = max(unet_ranks, default=None)
     for name in edit.names:
-        up, down, err = factorize(edit.delta(name), rank)
+        up, down, err = factors[name]
         ranks[name], errors[name] = up.shape[1], err
         if format == "diffusers":
+            if name.startswith("unet.") and len(unet_ranks) > 1:
+                up, down = _pad_rank(up, down, unet_alpha)
             base = name.removesuffix(".weight")
             tensors[f"{base}.lora_A.weight"] = down
             tensors[f"{base}.lora_B.weight"] = up
             continue
         base = _kohya_name(family, name)
         alpha = torch.tensor(float(up.shape[1]))
+        if name.startswith("unet."):  # clients scale by alpha / rank: fold rank / alpha into up
+            alpha = torch.tensor(float(unet_alpha))
+            up = (up * (up.shape[1] / unet_alpha)).contiguous()
+            errors[name] = _relative_error(edit.delta(name), up, down, unet_alpha / up.shape[1])
         tensors[f"{base}.lora_down.weight"] = down
         tensors[f"{base}.lora_up.weight"] = up
         tensors[f"{base}.alpha"] = alpha

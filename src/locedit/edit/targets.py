@@ -1,8 +1,9 @@
 """Addresses of editable weights in a pipeline, lookup by canonical name, and base fingerprints.
 
-A canonical name is "<pipeline attribute>.<transformers-4.x module path>.weight", e.g.
-"text_encoder.text_model.encoder.layers.0.self_attn.out_proj.weight", so an edit made under
-transformers 5.x applies under 4.x and the other way round.
+A canonical name is "<pipeline attribute>.<module path>.<parameter>". Text-encoder paths are the
+transformers-4.x ones, e.g. "text_encoder.text_model.encoder.layers.0.self_attn.out_proj.weight",
+so an edit made under transformers 5.x applies under 4.x and the other way round. UNet paths are
+diffusers' module paths, e.g. "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn2.to_k.weight".
 """
 
 from __future__ import annotations
@@ -38,6 +39,27 @@ def editable_targets(pipe, encoder: str | int | None = None, layer: int = 0, kin
     return [text_target(kind, h.name, h.index, layer) for h in text_encoders(pipe, encoder)]
 
 
+UNET = "unet"
+
+
+def unet_name(module_path: str, param: str = "weight") -> str:
+    """Canonical name of parameter `param` of UNet module `module_path`."""
+    return f"{UNET}.{module_path}.{param}"
+
+
+def cross_attention_projections(unet: torch.nn.Module, projections: tuple[str, ...] = ("to_k", "to_v")) -> list[str]:
+    """Module paths of the UNet's cross-attention (attn2) projections named in `projections`, in module order.
+
+    to_k and to_v read the text embeddings: their input dimension is the cross-attention dimension.
+    """
+    out = []
+    for path, _ in unet.named_modules():
+        parent, _, leaf = path.rpartition(".")
+        if leaf in projections and parent.rpartition(".")[2] == "attn2":
+            out.append(path)
+    return out
+
+
 def get_parameter(pipe, name: str) -> torch.nn.Parameter:
     """The parameter at canonical `name` (see module docstring)."""
     component, _, rest = name.partition(".")
@@ -46,7 +68,14 @@ def get_parameter(pipe, name: str) -> torch.nn.Parameter:
     owner = getattr(pipe, component, None)
     if owner is None or not module_path:
         raise ValueError(f"pipeline {type(pipe).__name__} has no component for edited weight {name!r}")
-    module = resolve_text_module(owner, module_path)
+    if component == UNET:
+        try:
+            module = owner.get_submodule(module_path)
+        except AttributeError:
+            raise ValueError(f"this pipeline's UNet has no module {module_path!r} (edited weight {name!r}): "
+                             "the edit was made for another model") from None
+    else:
+        module = resolve_text_module(owner, module_path)
     try:
         return getattr(module, param)
     except AttributeError:

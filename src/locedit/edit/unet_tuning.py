@@ -1,0 +1,246 @@
+"""Fine-tuning machinery shared by the UNet baselines (ESD, Concept Ablation): prompt conditioning as
+the pipeline computes it, UNet calls, a float32 trainable copy of the UNet, partial DDIM denoising,
+the optimisation loop with its loss curve, and the Edit that the trained tensors become.
+
+The pipeline itself is never changed: training runs on a copy, and the result is an Edit of the
+tensors that moved (`edit.apply(pipe)` writes them).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import torch
+
+from locedit.edit.edit import Edit
+from locedit.edit.targets import UNET, fingerprint_tensors, unet_name
+from locedit.models import detect_family
+
+
+@dataclass
+class Conditioning:
+    """UNet text conditioning of B prompts.
+
+    embeds: (B, T, D) prompt embeddings as the pipeline computes them (D = cross-attention dim).
+    pooled: SDXL only, (B, D') pooled embeddings of the second text encoder.
+    time_ids: SDXL only, (B, 6) original size, crop corner and target size in pixels.
+    """
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+    time_ids: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def select(self, index: torch.Tensor | list[int]) -> "Conditioning":
+        """Rows `index` (with repeats) of every field."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return Conditioning(pick(self.embeds), pick(self.pooled), pick(self.time_ids))
+
+    @staticmethod
+    def cat(parts: Iterable["Conditioning"]) -> "Conditioning":
+        parts = list(parts)
+        join = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
+        return Conditioning(
+            join([p.embeds for p in parts]), join([p.pooled for p in parts]), join([p.time_ids for p in parts])
+        )
+
+    def unet_kwargs(self, dtype: torch.dtype) -> dict:
+        kwargs = {"encoder_hidden_states": self.embeds.to(dtype)}
+        if self.pooled is not None:
+            kwargs["added_cond_kwargs"] = {"text_embeds": self.pooled.to(dtype), "time_ids": self.time_ids.to(dtype)}
+        return kwargs
+
+
+def latent_size(pipe, size: int | None = None) -> int:
+    """Side of the square latent the baselines train on: `size`, or the UNet's configured sample size."""
+    side = int(size if size is not None else pipe.unet.config.sample_size)
+    if side < 1:
+        raise ValueError(f"latent size must be a positive integer (got {side})")
+    return side
+
+
+@torch.no_grad()
+def encode(pipe, prompts: list[str], side: int) -> tuple[Conditioning, Conditioning]:
+    """(conditional, unconditional) conditioning of `prompts`, computed by the pipeline's encode_prompt.
+
+    The unconditional half is what the pipeline uses for classifier-free guidance (the empty prompt,
+    or zeros for SDXL with force_zeros_for_empty_prompt). `side` is the latent side, used for SDXL's
+    size conditioning (pixels = side × vae_scale_factor).
+    """
+    device = pipe.unet.device
+    out = pipe.encode_prompt(prompt=list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=True)
+    if detect_family(pipe).name != "sdxl":
+        cond, uncond = out[0], out[1]
+        return Conditioning(cond), Conditioning(uncond)
+    cond, uncond, pooled, uncond_pooled = out
+    pixels = side * pipe.vae_scale_factor
+    time_ids = torch.tensor([[pixels, pixels, 0, 0, pixels, pixels]], dtype=torch.float32, device=device)
+    time_ids = time_ids.expand(len(prompts), -1)
+    return Conditioning(cond, pooled, time_ids), Conditioning(uncond, uncond_pooled, time_ids)
+
+
+def predict(unet: torch.nn.Module, x: torch.Tensor, t: torch.Tensor, cond: Conditioning) -> torch.Tensor:
+    """UNet output (the scheduler's prediction type: ε or v) for latents x (B, C, h, w) at timesteps
+    t (B,), in float32; inputs are cast to the UNet's dtype."""
+    dtype = unet.dtype
+    out = unet(x.to(dtype), t, **cond.unet_kwargs(dtype), return_dict=False)[0]
+    return out.float()
+
+
+def ddim_scheduler(pipe, steps: int):
+    """A DDIM scheduler with the pipeline's noise schedule and prediction type, set to `steps` steps."""
+    from diffusers import DDIMScheduler
+
+    scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    scheduler.set_timesteps(steps)
+    return scheduler
+
+
+def ddpm_scheduler(pipe):
+    """A DDPM scheduler with the pipeline's noise schedule (for add_noise and the training timesteps)."""
+    from diffusers import DDPMScheduler
+
+    return DDPMScheduler.from_config(pipe.scheduler.config)
+
+
+@torch.no_grad()
+def denoise(unet, scheduler, x: torch.Tensor, cond: Conditioning, uncond: Conditioning, guidance: float,
+            steps: int) -> torch.Tensor:
+    """Run the first `steps` DDIM steps of `scheduler` from the noise x (B, C, h, w) with
+    classifier-free guidance `guidance`; returns the latent at scheduler.timesteps[steps] (float32)."""
+    both = Conditioning.cat([uncond, cond])
+    for t in scheduler.timesteps[:steps]:
+        ts = t.expand(2 * x.shape[0]).to(x.device)
+        out_uncond, out_cond = predict(unet, torch.cat([x, x]), ts, both).chunk(2)
+        out = out_uncond + guidance * (out_cond - out_uncond)
+        x = scheduler.step(out, t, x).prev_sample.float()
+    return x
+
+
+# ------------------------------------------------------------------------------- parameters
+def check_training(steps: int, lr: float, seed: int) -> None:
+    """Raise ValueError unless steps is a positive integer, lr > 0 and seed a non-negative integer."""
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"steps must be a positive integer (got {steps!r})")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0 (got {lr!r})")
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be a non-negative integer (got {seed!r})")
+
+
+def linear_modules(unet: torch.nn.Module, kinds: tuple[type, ...] = (torch.nn.Linear, torch.nn.Conv2d)):
+    """(module path, module) of the UNet's modules of types `kinds`, in module order."""
+    return [(path, m) for path, m in unet.named_modules() if isinstance(m, kinds)]
+
+
+def parameter_names(unet: torch.nn.Module, include: Callable[[str, str], bool]) -> list[str]:
+    """Canonical names "unet.<path>.<param>" of the parameters for which include(module path, param) holds."""
+    names = []
+    for path, module in unet.named_modules():
+        for param, _ in module.named_parameters(recurse=False):
+            if include(path, param):
+                names.append(unet_name(path, param))
+    if not names:
+        raise ValueError("no UNet parameter matches the chosen variant; is this a Stable Diffusion UNet?")
+    return names
+
+
+def trainable_copy(unet: torch.nn.Module, names: list[str]) -> tuple[torch.nn.Module, list[torch.nn.Parameter]]:
+    """A float32 copy of `unet` on its device whose parameters at canonical `names` require grad
+    (every other parameter is frozen); returns (copy, those parameters in the order of `names`)."""
+    trained = copy.deepcopy(unet)
+    torch.nn.Module.to(trained, torch.float32)  # torch's own .to: diffusers' override warns about fp32-kept modules
+    trained.requires_grad_(False)
+    trained.eval()  # no dropout: the UNet's prediction is deterministic, as the frozen original's
+    params = dict(trained.named_parameters())
+    chosen = [params[n.removeprefix(f"{UNET}.")] for n in names]
+    for p in chosen:
+        p.requires_grad_(True)
+    return trained, chosen
+
+
+def optimise(
+    params: list[torch.nn.Parameter],
+    loss_fn: Callable[[int], torch.Tensor],
+    steps: int,
+    lr: float,
+    weight_decay: float = 0.0,
+    max_grad_norm: float | None = None,
+    progress: bool = True,
+    desc: str = "train",
+) -> list[float]:
+    """Run `steps` Adam(W) steps on `params` minimising loss_fn(step); returns the loss of every step.
+
+    weight_decay > 0 uses AdamW (decoupled decay); max_grad_norm clips the gradients' global norm.
+    """
+    from tqdm.auto import tqdm
+
+    if weight_decay > 0:
+        optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    else:
+        optimizer = torch.optim.Adam(params, lr=lr)
+    losses = []
+    with tqdm(total=steps, desc=desc, unit="step", disable=not progress, dynamic_ncols=True) as bar:
+        for step in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(step)
+            loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4g}")
+            bar.update(1)
+    return losses
+
+
+def loss_summary(losses: list[float]) -> dict:
+    """Loss curve statistics: every step's loss, and the means of the first and last tenth (≥ 1 step)."""
+    k = max(1, len(losses) // 10)
+    return {
+        "loss": losses,
+        "loss_first": sum(losses[:k]) / k if losses else None,
+        "loss_last": sum(losses[-k:]) / k if losses else None,
+        "loss_window": k,
+    }
+
+
+def settings_dict(settings) -> dict:
+    """A settings dataclass as JSON-ready values (tuples as lists, dtypes as names)."""
+    out = {}
+    for key, value in dataclasses.asdict(settings).items():
+        if isinstance(value, torch.dtype):
+            value = str(value).removeprefix("torch.")
+        elif isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+@torch.no_grad()
+def unet_edit(pipe, trained: torch.nn.Module, names: list[str], meta: dict, start: float) -> Edit:
+    """The Edit from `pipe`'s UNet tensors at `names` to `trained`'s (cast to the pipeline's dtype).
+
+    Tensors that did not change (bitwise, after the cast) are left out. `start` is the
+    time.perf_counter() at which the method started (meta["seconds"] measures from it).
+    """
+    base = dict(pipe.unet.named_parameters())
+    new = dict(trained.named_parameters())
+    before, after = {}, {}
+    for name in names:
+        path = name.removeprefix(f"{UNET}.")
+        old = base[path].detach().to("cpu", copy=True)
+        updated = new[path].detach().to("cpu", old.dtype)
+        if not torch.equal(old, updated):
+            before[name], after[name] = old, updated
+    if not after:
+        raise ValueError("training changed no weight (in the pipeline's dtype); raise --steps or --lr")
+    meta = {**meta, "family": detect_family(pipe).name, "fingerprint": fingerprint_tensors(before),
+            "seconds": time.perf_counter() - start}
+    return Edit(before, after, meta)
