@@ -139,7 +139,7 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
         summary["edit"] = {
             "pairs": edit.meta["pairs"],
             "settings": {k: edit.meta[k] for k in ("lam", "positions", "templates", "preserve", "layer", "corpus_weight",
-                                                   "corpus_keys", "shrink")},
+                                                   "corpus_keys", "module", "vocab_weight")},
             "rows": report.rows(),
             "weight": report.weight,
         }
