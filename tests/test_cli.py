@@ -157,3 +157,20 @@ def test_known_concepts_of_the_builtin_model_edit(tmp_path):
     out = tmp_path / "e.safetensors"
     assert main(["edit", "builtin:shapes", "--remove", "striped", "--to", "plain", "--out", str(out)]) == 0
     assert out.is_file()
+
+
+def test_internal_error_shows_its_traceback_and_exits_1(tiny_dirs, monkeypatch, capsys):
+    from locedit.commands import info_cmd
+
+    def broken(pipe):
+        raise RuntimeError("forced internal error")
+
+    monkeypatch.setattr("locedit.models.detect_family", broken)
+    rc = main(["info", str(tiny_dirs["sd1"])])
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback (most recent call last)" in err and "forced internal error" in err
+    assert "internal error" in err.splitlines()[-1]
+    assert info_cmd.run  # the command module itself is intact
+    # user errors stay one line, exit 2
+    assert main(["info", str(tiny_dirs["sd1"]) + "-missing"]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -1,37 +1,28 @@
 """Command-line entry point: a thin argparse front over the library; each command lives in its own module.
 
 Every command module exposes `register(subparsers)`, which adds its parser and sets `func`.
-Bad input raises one of USER_ERRORS; main() prints one line naming the problem and exits 2.
+Bad input raises one of USER_ERRORS (locedit's own LoceditError, or a user's file missing or in
+the way); main() prints one line naming the problem and exits 2. Anything else is a bug: its
+traceback is shown and the exit code is 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import traceback
 
 from locedit._version import __version__
+from locedit.errors import LoceditError
 
 # Exceptions that mean "the user's input is wrong": one line, exit code 2, no traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, KeyError, NotADirectoryError)
+USER_ERRORS = (LoceditError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
 def _command_modules():
-    from locedit.commands import edit_cmds, eval_cmd, info_cmd
+    from locedit.commands import demo_cmds, edit_cmds, eval_cmd, info_cmd, trace_cmds
 
-    modules = [info_cmd, edit_cmds, eval_cmd]
-    try:  # tracing commands (locedit trace / report) register themselves when present
-        from locedit.commands import trace_cmds
-
-        modules.append(trace_cmds)
-    except ImportError:
-        pass
-    try:  # the built-in model's demo and evaluation
-        from locedit.commands import demo_cmds
-
-        modules.append(demo_cmds)
-    except ImportError:
-        pass
-    return modules
+    return [info_cmd, edit_cmds, eval_cmd, trace_cmds, demo_cmds]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"locedit {args.command}: error: {message}", file=sys.stderr)
+        print(f"locedit {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except Exception:  # a bug, not bad input: show where
+        traceback.print_exc()
+        print(f"locedit {args.command}: internal error (the traceback above); please report it", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from locedit.errors import InvalidInputError
+
 _HERE = Path(__file__).resolve().parent
 
 #: built-in model name -> folder loadable by ``diffusers.StableDiffusionPipeline.from_pretrained``.
@@ -21,7 +23,7 @@ def builtin_path(name: str) -> Path:
     """
     key = name.removeprefix("builtin:")
     if key not in BUILTIN_MODELS:
-        raise ValueError(f"unknown built-in model {name!r}; available: {', '.join(sorted(BUILTIN_MODELS))}")
+        raise InvalidInputError(f"unknown built-in model {name!r}; available: {', '.join(sorted(BUILTIN_MODELS))}")
     return BUILTIN_MODELS[key]
 
 

@@ -20,6 +20,7 @@ from dataclasses import replace
 import numpy as np
 
 from locedit.builtin import world
+from locedit.errors import InvalidInputError
 from locedit.evaluate.suite import EvalItem, normalize_caption
 
 DEV_TEMPLATES: tuple[str, ...] = world.HELD_OUT_TEMPLATES
@@ -55,7 +56,7 @@ def concept_kind(concept: str) -> tuple[str, str]:
     try:
         return _KINDS[concept]
     except KeyError:
-        raise ValueError(
+        raise InvalidInputError(
             f"{concept!r} is not a concept of the shapes world; use a style ({', '.join(world.STYLES)}), "
             f"an artist ({', '.join(world.ARTISTS)}), a colour ({', '.join(world.COLOURS)}), a shape "
             f"({', '.join(world.SHAPES)}) or an entity ({', '.join(world.ENTITIES)})"
@@ -116,7 +117,7 @@ def edit_suite(
         another way to ask for the key's look).
     """
     if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; use test or dev")
+        raise InvalidInputError(f"unknown split {split!r}; use test or dev")
     templates, entity_templates = SPLITS[split]
     attr, _ = concept_kind(key)
     key_looks = _looks(key)

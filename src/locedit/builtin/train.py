@@ -468,7 +468,7 @@ def evaluate_clip(text_encoder, tower: ImageTower, heads: ContrastiveHeads, tok,
 # ---------------------------------------------------------------- stage: classifier
 def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
     """Train the shape/style/size CNN on all combinations; writes ``out/classifier.safetensors``."""
-    from locedit.builtin.classifier import HEADS, ShapesCNN, ShapesClassifier, augment
+    from locedit.builtin.classifier import HEADS, ShapesClassifier, ShapesCNN, augment
 
     torch.manual_seed(cfg.seed)
     net = ShapesCNN()

@@ -15,6 +15,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 from PIL import Image, ImageDraw
 
+from locedit.errors import InvalidInputError
+
 IMAGE_SIZE = 32  # pixels per side of a rendered image
 _SUPERSAMPLE = 4  # shapes are drawn at 4× resolution, then box-downsampled (anti-aliasing)
 
@@ -108,7 +110,7 @@ def caption(record: Record, template: str) -> str:
     """The caption of ``record`` under ``template`` (lower case, single spaces)."""
     if "{entity}" in template:
         if record.entity is None:
-            raise ValueError(f"template {template!r} needs an entity record")
+            raise InvalidInputError(f"template {template!r} needs an entity record")
         return template.format(entity=record.entity)
     size = SIZE_WORD[record.size]
     return template.format(
@@ -236,7 +238,7 @@ def _background(style: str, rng: np.random.Generator) -> np.ndarray:
     if style == "checkered":  # 4 px squares, random phase
         px, py = rng.integers(8, size=2)
         return np.where((((xx + px) // 4) + ((yy + py) // 4)) % 2 == 0, light, dark).astype(np.float32)
-    raise ValueError(f"unknown style {style!r}; known: {STYLES}")
+    raise InvalidInputError(f"unknown style {style!r}; known: {STYLES}")
 
 
 def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, float]]:
@@ -260,7 +262,7 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
             (cx + a, cy + b), (cx + b, cy + b), (cx + b, cy + a), (cx - b, cy + a),
             (cx - b, cy + b), (cx - a, cy + b), (cx - a, cy - b), (cx - b, cy - b),
         ]
-    raise ValueError(f"unknown shape {shape!r}; known: {SHAPES}")
+    raise InvalidInputError(f"unknown shape {shape!r}; known: {SHAPES}")
 
 
 def object_mask(record: Record) -> np.ndarray:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from locedit.errors import InvalidInputError
+
 METHODS = ("quickfix", "esd-x", "esd-u", "ablate", "ablate-full", "uce")
 FINE_TUNING = ("esd-x", "esd-u", "ablate", "ablate-full")
 # Methods whose edits change tensors a LoRA cannot carry (biases, norms, convolutions).
@@ -45,7 +47,7 @@ def _int(text: str, flag: str, minimum: int) -> int:
         value = None
     if value is None or value < minimum:
         kind = "a positive integer" if minimum == 1 else "a non-negative integer"
-        raise ValueError(f"{flag} must be {kind} (got {text!r})")
+        raise InvalidInputError(f"{flag} must be {kind} (got {text!r})")
     return value
 
 
@@ -55,7 +57,7 @@ def _positive_float(text: str, flag: str) -> float:
     except ValueError:
         value = float("nan")
     if not value > 0 or value == float("inf"):
-        raise ValueError(f"{flag} must be a number > 0 (got {text!r})")
+        raise InvalidInputError(f"{flag} must be a number > 0 (got {text!r})")
     return value
 
 
@@ -63,13 +65,13 @@ def check_method_args(args: argparse.Namespace) -> str:
     """The chosen method, after checking that every given flag applies to it and the fine-tuning values."""
     method = args.method
     if method not in METHODS:
-        raise ValueError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
+        raise InvalidInputError(f"unknown --method {method!r}; use one of {', '.join(METHODS)}")
     for dest, (flag, methods) in METHOD_FLAGS.items():
         value = getattr(args, dest, None)
         if value not in (None, []) and method not in methods:
-            raise ValueError(f"{flag} does not apply to --method {method} (it applies to {', '.join(methods)})")
+            raise InvalidInputError(f"{flag} does not apply to --method {method} (it applies to {', '.join(methods)})")
     if method != "quickfix" and str(args.encoder) != "both":
-        raise ValueError(f"--encoder applies to --method quickfix only; {method} edits the UNet")
+        raise InvalidInputError(f"--encoder applies to --method quickfix only; {method} edits the UNet")
     if args.steps is not None:
         args.steps = _int(args.steps, "--steps", 1)
     if args.lr is not None:
@@ -77,7 +79,7 @@ def check_method_args(args: argparse.Namespace) -> str:
     if args.seed is not None:
         args.seed = _int(args.seed, "--seed", 0)
     if method in NOT_LORA and args.lora:
-        raise ValueError(f"--method {method} changes biases, norms or convolutions, which a LoRA cannot carry; "
+        raise InvalidInputError(f"--method {method} changes biases, norms or convolutions, which a LoRA cannot carry; "
                          "use --out (an edit file) or --save-pipeline")
     return method
 
@@ -89,16 +91,16 @@ def baseline_pairs(args: argparse.Namespace, method: str) -> list[tuple[str, str
 
     if method in ("esd-x", "esd-u"):
         if args.to is not None or args.pair:
-            raise ValueError(f"{method} erases a concept towards the unconditional prediction: give --remove KEY "
+            raise InvalidInputError(f"{method} erases a concept towards the unconditional prediction: give --remove KEY "
                              "without --to or --pair")
         if not args.remove or not args.remove.strip():
-            raise ValueError(f"nothing to erase: give --remove KEY (e.g. --method {method} --remove 'van gogh')")
+            raise InvalidInputError(f"nothing to erase: give --remove KEY (e.g. --method {method} --remove 'van gogh')")
         return [(args.remove.strip(), None)]
     pairs = parse_pairs(args)
     if method in ("ablate", "ablate-full") and len(pairs) != 1:
-        raise ValueError(f"{method} ablates one concept onto one anchor: give --remove KEY --to ANCHOR once")
+        raise InvalidInputError(f"{method} ablates one concept onto one anchor: give --remove KEY --to ANCHOR once")
     if method in ("ablate", "ablate-full") and not pairs[0][1].strip():
-        raise ValueError(f"{method} needs a non-empty anchor: --to ANCHOR (e.g. --to painting)")
+        raise InvalidInputError(f"{method} needs a non-empty anchor: --to ANCHOR (e.g. --to painting)")
     return pairs
 
 
@@ -110,9 +112,9 @@ def run_baseline_edit(args: argparse.Namespace, method: str) -> int:
     pairs = baseline_pairs(args, method)
     templates = read_templates(args.templates)
     if args.lam is not None and not args.lam > 0:
-        raise ValueError(f"--lam must be > 0 (got {args.lam})")
+        raise InvalidInputError(f"--lam must be > 0 (got {args.lam})")
     if args.lora_rank is not None and args.lora_rank < 1:
-        raise ValueError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
+        raise InvalidInputError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
     check_output_file(args.out, "--out")
     check_output_file(args.lora, "--lora")
     check_output_dir(args.save_pipeline)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from locedit.errors import InvalidInputError
+
 
 def register(sub) -> None:
     p = sub.add_parser("demo", help="trace, edit and evaluate the built-in model (about 3 minutes on a CPU)")
@@ -18,11 +20,11 @@ def run(args) -> int:
     settings = DemoSettings()
     if args.steps is not None:
         if args.steps < 1:
-            raise ValueError(f"--steps must be >= 1 (got {args.steps})")
+            raise InvalidInputError(f"--steps must be >= 1 (got {args.steps})")
         settings.steps = args.steps
     if args.eval_per_group is not None:
         if args.eval_per_group < 1:
-            raise ValueError(f"--eval-per-group must be >= 1 (got {args.eval_per_group})")
+            raise InvalidInputError(f"--eval-per-group must be >= 1 (got {args.eval_per_group})")
         settings.eval_per_group = args.eval_per_group
     summary = run_demo(args.out, settings, quiet=args.quiet)
     if not args.quiet:

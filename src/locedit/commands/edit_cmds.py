@@ -15,6 +15,7 @@ from pathlib import Path
 from locedit.commands.baseline_cmds import add_baseline_args, check_method_args, run_baseline_edit
 from locedit.commands.common import add_model_args, load_model
 from locedit.edit.quickfix import CORPUS_WEIGHT, MODULES, POSITION_MODES
+from locedit.errors import InvalidInputError
 from locedit.models.loading import hf_progress_bars
 
 
@@ -72,16 +73,16 @@ def register(sub) -> None:
 def parse_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
     pairs = []
     if (args.remove is None) != (args.to is None):
-        raise ValueError("--remove and --to go together: --remove 'van gogh' --to painting")
+        raise InvalidInputError("--remove and --to go together: --remove 'van gogh' --to painting")
     if args.remove is not None:
         pairs.append((args.remove, args.to))
     for item in args.pair:
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not value.strip():
-            raise ValueError(f"--pair {item!r} is not KEY=VALUE, e.g. --pair 'van gogh=painting'")
+            raise InvalidInputError(f"--pair {item!r} is not KEY=VALUE, e.g. --pair 'van gogh=painting'")
         pairs.append((key.strip(), value.strip()))
     if not pairs:
-        raise ValueError("nothing to edit: give --remove KEY --to VALUE or --pair KEY=VALUE")
+        raise InvalidInputError("nothing to edit: give --remove KEY --to VALUE or --pair KEY=VALUE")
     return pairs
 
 
@@ -99,7 +100,7 @@ def read_templates(path: str | None) -> list[str] | None:
 
 def check_output_file(path: str | None, flag: str) -> None:
     if path is not None and Path(path).is_dir():
-        raise ValueError(f"{flag} {path!r} is a folder; give a file name such as edit.safetensors")
+        raise InvalidInputError(f"{flag} {path!r} is a folder; give a file name such as edit.safetensors")
 
 
 def check_output_dir(path: str | None) -> None:
@@ -132,22 +133,22 @@ def run_edit(args) -> int:
     pairs = parse_pairs(args)
     templates = read_templates(args.templates)
     if args.lam is not None and not args.lam > 0:
-        raise ValueError(f"--lam must be > 0 (got {args.lam})")
+        raise InvalidInputError(f"--lam must be > 0 (got {args.lam})")
     if args.corpus_weight is not None and args.corpus_weight < 0:
-        raise ValueError(f"--corpus-weight must be >= 0 (got {args.corpus_weight})")
+        raise InvalidInputError(f"--corpus-weight must be >= 0 (got {args.corpus_weight})")
     if args.corpus_keys is not None and args.corpus_keys < 0:
-        raise ValueError(f"--corpus-keys must be >= 0 (got {args.corpus_keys}); 0 uses the templates only")
+        raise InvalidInputError(f"--corpus-keys must be >= 0 (got {args.corpus_keys}); 0 uses the templates only")
     if args.vocab_weight is not None and (args.vocab_weight < 0 or (args.vocab_weight > 0 and args.module == "attn_out")):
-        raise ValueError(f"--vocab-weight must be >= 0 and goes with --module attn_v (got {args.vocab_weight})")
+        raise InvalidInputError(f"--vocab-weight must be >= 0 and goes with --module attn_v (got {args.vocab_weight})")
     corpus = None
     if args.corpus is not None:
         from locedit.edit.quickfix import read_corpus
 
         corpus = read_corpus(args.corpus)
         if not corpus:
-            raise ValueError(f"corpus file {args.corpus!r} has no captions")
+            raise InvalidInputError(f"corpus file {args.corpus!r} has no captions")
     if args.lora_rank is not None and args.lora_rank < 1:
-        raise ValueError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
+        raise InvalidInputError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
     check_output_file(args.out, "--out")
     check_output_file(args.lora, "--lora")
     check_output_dir(args.save_pipeline)
@@ -160,7 +161,7 @@ def run_edit(args) -> int:
 
     problems = check_concepts(pipe, pairs, model_corpus(pipe))
     if problems and not args.force:
-        raise ValueError("; ".join(problems) + "; check the spelling, or pass --force to edit anyway")
+        raise InvalidInputError("; ".join(problems) + "; check the spelling, or pass --force to edit anyway")
     for problem in problems:
         print(f"note: editing anyway (--force): {problem}")
     with disk_cache(False) if args.no_cache else nullcontext(), warnings.catch_warnings():

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from locedit.commands.common import add_model_args, load_model
+from locedit.errors import InvalidInputError
 
 
 def register(sub) -> None:
@@ -47,15 +48,15 @@ def run(args) -> int:
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"--out {args.out!r} exists and is not empty; choose a new folder")
     if args.per_group < 1:
-        raise ValueError(f"--per-group must be >= 1 (got {args.per_group})")
+        raise InvalidInputError(f"--per-group must be >= 1 (got {args.per_group})")
     settings = EvalSettings(steps=args.steps, guidance=args.guidance, batch=args.batch, null=not args.no_null)
     suite = args.suite if args.suite == "builtin" else read_suite(args.suite)  # a bad suite fails before the model loads
     edit = Edit.load(args.edit)
     judge_spec = args.judge or ("builtin" if args.model.startswith("builtin:") else None)
     if judge_spec is None:
-        raise ValueError("no judge for this model: give --judge clip:PATH (a local transformers CLIP folder)")
+        raise InvalidInputError("no judge for this model: give --judge clip:PATH (a local transformers CLIP folder)")
     if args.suite == "builtin" and not args.model.startswith("builtin:"):
-        raise ValueError("the builtin suite is for built-in models; give --suite FILE (JSONL) for this model")
+        raise InvalidInputError("the builtin suite is for built-in models; give --suite FILE (JSONL) for this model")
     judge = ClipJudge(judge_spec.removeprefix("clip:"), tolerance=args.tolerance) if judge_spec.startswith("clip:") else make_judge(judge_spec)
     if suite == "builtin":
         from locedit.evaluate.run import builtin_suite

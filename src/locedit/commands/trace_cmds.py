@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from locedit.commands.common import add_model_args
+from locedit.errors import InvalidInputError
 
 
 def register(sub) -> None:
@@ -59,10 +60,10 @@ def parse_seeds(text: str) -> list[int]:
     """"0,1,2" -> [0, 1, 2]; ValueError with the fix otherwise."""
     parts = [p.strip() for p in str(text).split(",")]
     if not parts or any(not p.isdigit() for p in parts):
-        raise ValueError(f"--seeds {text!r} is malformed; give comma-separated non-negative integers, e.g. 0,1,2")
+        raise InvalidInputError(f"--seeds {text!r} is malformed; give comma-separated non-negative integers, e.g. 0,1,2")
     seeds = [int(p) for p in parts]
     if len(set(seeds)) != len(seeds):
-        raise ValueError(f"--seeds {text!r} repeats a seed")
+        raise InvalidInputError(f"--seeds {text!r} repeats a seed")
     return seeds
 
 
@@ -72,9 +73,9 @@ def parse_noise(text: str) -> float | str:
     try:
         value = float(text)
     except ValueError:
-        raise ValueError(f"--noise {text!r} is not a number; give ν (e.g. 3.0) or auto") from None
+        raise InvalidInputError(f"--noise {text!r} is not a number; give ν (e.g. 3.0) or auto") from None
     if not value > 0:
-        raise ValueError(f"--noise must be > 0 (got {text})")
+        raise InvalidInputError(f"--noise must be > 0 (got {text})")
     return value
 
 

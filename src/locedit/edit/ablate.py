@@ -38,6 +38,7 @@ from locedit.edit.unet_tuning import (
     trainable_copy,
     unet_edit,
 )
+from locedit.errors import InvalidInputError
 
 ABLATE_VARIANTS = ("kv", "full")
 ANCHOR_TARGETS = ("current", "frozen")
@@ -78,13 +79,13 @@ class AblateSettings:
 def ablate_parameter_names(unet: torch.nn.Module, variant: str) -> list[str]:
     """Canonical names of the UNet parameters Concept Ablation-`variant` trains."""
     if variant not in ABLATE_VARIANTS:
-        raise ValueError(f"unknown ablation variant {variant!r}; use 'kv' (cross-attention K/V) or 'full'")
+        raise InvalidInputError(f"unknown ablation variant {variant!r}; use 'kv' (cross-attention K/V) or 'full'")
     if variant == "full":
         return parameter_names(unet, lambda path, param: True)
     paths = cross_attention_projections(unet, ("to_k", "to_v"))
     names = [unet_name(p, param) for p in paths for param, _ in unet.get_submodule(p).named_parameters(recurse=False)]
     if not names:
-        raise ValueError("this UNet has no cross-attention (attn2) to_k/to_v projections to train")
+        raise InvalidInputError("this UNet has no cross-attention (attn2) to_k/to_v projections to train")
     return names
 
 
@@ -140,11 +141,11 @@ def ablate(
     concept = concept.strip() if isinstance(concept, str) else ""
     anchor = anchor.strip() if isinstance(anchor, str) else ""
     if not concept or not anchor:
-        raise ValueError("Concept Ablation needs a concept and an anchor concept, e.g. 'van gogh' -> 'painting'")
+        raise InvalidInputError("Concept Ablation needs a concept and an anchor concept, e.g. 'van gogh' -> 'painting'")
     if cfg.anchor_target not in ANCHOR_TARGETS:
-        raise ValueError(f"unknown anchor_target {cfg.anchor_target!r}; use {' or '.join(ANCHOR_TARGETS)}")
+        raise InvalidInputError(f"unknown anchor_target {cfg.anchor_target!r}; use {' or '.join(ANCHOR_TARGETS)}")
     if min(cfg.batch, cfg.anchor_images, cfg.anchor_steps) < 1:
-        raise ValueError("batch, anchor_images and anchor_steps must be positive")
+        raise InvalidInputError("batch, anchor_images and anchor_steps must be positive")
     templates = check_templates(cfg.templates)
     start = time.perf_counter()
     names = ablate_parameter_names(pipe.unet, variant)

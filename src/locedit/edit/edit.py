@@ -15,16 +15,17 @@ from safetensors.torch import save_file
 
 from locedit._version import __version__
 from locedit.edit.targets import fingerprint, get_parameter
+from locedit.errors import InvalidInputError, LoceditError
 from locedit.io import atomic_path
 
 META_KEY = "locedit.edit"
 
 
-class FingerprintMismatchError(ValueError):
+class FingerprintMismatchError(LoceditError, ValueError):
     """The pipeline's weights are not the ones the edit was computed on."""
 
 
-class EditFileError(ValueError):
+class EditFileError(LoceditError, ValueError):
     """A file that is not a readable locedit edit."""
 
 
@@ -40,7 +41,7 @@ class Edit:
 
     def __init__(self, before: dict[str, torch.Tensor], after: dict[str, torch.Tensor], meta: dict):
         if set(before) != set(after):
-            raise ValueError("an edit needs the same weight names before and after")
+            raise InvalidInputError("an edit needs the same weight names before and after")
         self.before = before
         self.after = after
         self.meta = dict(meta)
@@ -97,7 +98,7 @@ class Edit:
         params = self._params(pipe)
         for name, p in params.items():
             if not torch.equal(p.detach().cpu(), self.after[name].to(p.dtype)):
-                raise ValueError(
+                raise InvalidInputError(
                     f"weight {name} is not this edit's result, so reverting would lose other changes; "
                     "revert later edits first (in reverse order of applying)"
                 )

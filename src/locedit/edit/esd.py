@@ -42,6 +42,7 @@ from locedit.edit.unet_tuning import (
     trainable_copy,
     unet_edit,
 )
+from locedit.errors import InvalidInputError
 
 ESD_VARIANTS = ("x", "u")
 
@@ -75,7 +76,7 @@ class ESDSettings:
 def esd_parameter_names(unet: torch.nn.Module, variant: str, biases: bool | None = None) -> list[str]:
     """Canonical names of the UNet parameters ESD-`variant` trains (see the module docstring)."""
     if variant not in ESD_VARIANTS:
-        raise ValueError(f"unknown ESD variant {variant!r}; use 'x' (cross-attention) or 'u' (the rest)")
+        raise InvalidInputError(f"unknown ESD variant {variant!r}; use 'x' (cross-attention) or 'u' (the rest)")
     with_bias = (variant == "u") if biases is None else biases
     kinds = (torch.nn.Linear,) if variant == "x" else (torch.nn.Linear, torch.nn.Conv2d)
     modules = {path for path, m in unet.named_modules() if isinstance(m, kinds)}
@@ -116,9 +117,9 @@ def esd(
     check_training(cfg.steps, cfg.lr, cfg.seed)
     concept = concept.strip() if isinstance(concept, str) else ""
     if not concept:
-        raise ValueError("ESD needs a non-empty concept prompt to erase, e.g. 'van gogh'")
+        raise InvalidInputError("ESD needs a non-empty concept prompt to erase, e.g. 'van gogh'")
     if cfg.sample_steps < 1 or cfg.batch < 1:
-        raise ValueError(f"sample_steps and batch must be positive (got {cfg.sample_steps}, {cfg.batch})")
+        raise InvalidInputError(f"sample_steps and batch must be positive (got {cfg.sample_steps}, {cfg.batch})")
     start = time.perf_counter()
     names = esd_parameter_names(pipe.unet, variant, cfg.biases)
     side = latent_size(pipe, cfg.latent_size)

@@ -54,6 +54,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from locedit.errors import InvalidInputError
 from locedit.io import atomic_path
 
 LORA_FORMATS = ("diffusers", "kohya")
@@ -79,7 +80,7 @@ def factorize(delta: torch.Tensor, rank: int | None = None) -> tuple[torch.Tenso
         tol = (s[0] if s.numel() else 0.0) * 1e-7
         rank = max(1, int((s > tol).sum()))
     if not 1 <= rank:
-        raise ValueError(f"LoRA rank must be a positive integer (got {rank})")
+        raise InvalidInputError(f"LoRA rank must be a positive integer (got {rank})")
     rank = min(rank, s.numel())
     root = s[:rank].sqrt()
     up = (u[:, :rank] * root).float().contiguous()
@@ -145,17 +146,17 @@ def export_lora(edit, path: str | Path, format: str = "diffusers", rank: int | N
         {"path", "format", "ranks": {weight: r}, "rel_errors": {weight: float}}.
     """
     if format not in LORA_FORMATS:
-        raise ValueError(f"unknown LoRA format {format!r}; use one of {', '.join(LORA_FORMATS)}")
+        raise InvalidInputError(f"unknown LoRA format {format!r}; use one of {', '.join(LORA_FORMATS)}")
     if rank is not None and rank < 1:
-        raise ValueError(f"LoRA rank must be a positive integer (got {rank})")
+        raise InvalidInputError(f"LoRA rank must be a positive integer (got {rank})")
     family = edit.meta.get("family")
     if format == "kohya" and family not in _BASE_MODEL_VERSION:
-        raise ValueError(
+        raise InvalidInputError(
             f"the edit records no known model family (got {family!r}); kohya key names depend on it (sd1, sd2, sdxl)"
         )
     not_linear = [n for n in edit.names if edit.after[n].dim() != 2]
     if not_linear:
-        raise ValueError(
+        raise InvalidInputError(
             f"a LoRA carries linear weights only, but this edit changes {len(not_linear)} other tensor(s) "
             f"(biases, norms or convolutions, e.g. {not_linear[0]}); save the edit file instead"
         )

@@ -44,6 +44,7 @@ from locedit.edit.cache import (
 )
 from locedit.edit.edit import Edit
 from locedit.edit.targets import fingerprint_tensors, text_target
+from locedit.errors import InvalidInputError
 from locedit.hooks import Trace
 from locedit.models import TextEncoderHandle, detect_family, find_subject_span, text_encoders
 from locedit.models.text import SubjectNotFoundError
@@ -133,20 +134,20 @@ def normalize_pairs(pairs) -> list[tuple[str, str]]:
     else:
         items = [tuple(p) for p in pairs]
     if not items:
-        raise ValueError("no edit pairs given; pass at least one (key, value) pair, e.g. ('van gogh', 'painting')")
+        raise InvalidInputError("no edit pairs given; pass at least one (key, value) pair, e.g. ('van gogh', 'painting')")
     for item in items:
         if len(item) != 2 or not all(isinstance(s, str) and s.strip() for s in item):
-            raise ValueError(f"edit pair {item!r} is not (key concept, value concept) with two non-empty strings")
+            raise InvalidInputError(f"edit pair {item!r} is not (key concept, value concept) with two non-empty strings")
     return [(k.strip(), v.strip()) for k, v in items]
 
 
 def check_templates(templates: Sequence[str]) -> tuple[str, ...]:
     templates = tuple(templates)
     if not templates:
-        raise ValueError("no caption templates given; use at least '{}'")
+        raise InvalidInputError("no caption templates given; use at least '{}'")
     for t in templates:
         if t.count("{}") != 1:
-            raise ValueError(f"template {t!r} must contain '{{}}' exactly once, where the concept goes")
+            raise InvalidInputError(f"template {t!r} must contain '{{}}' exactly once, where the concept goes")
     return templates
 
 
@@ -159,7 +160,7 @@ def subject_positions(handle: TextEncoderHandle, caption: str, subject: str, mod
         return [end - 1]
     if mode == "last+after":
         return list(range(end - 1, handle.context_length))
-    raise ValueError(f"unknown positions {mode!r}; use one of {', '.join(POSITION_MODES)}")
+    raise InvalidInputError(f"unknown positions {mode!r}; use one of {', '.join(POSITION_MODES)}")
 
 
 def capture_keys(handle: TextEncoderHandle, captions: list[str], layer: int = 0, kind: str = "attn_out") -> torch.Tensor:
@@ -419,7 +420,7 @@ def _key_sum_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch
 
 def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int, kind: str = "attn_out") -> torch.Tensor:
     if not captions:
-        raise ValueError("the covariance corpus is empty; give at least one caption")
+        raise InvalidInputError("the covariance corpus is empty; give at least one caption")
     total, count = _key_sums(handle, captions, layer, batch, kind)
     return total / count
 
@@ -524,7 +525,7 @@ def solve_ridge(
         W' = (V^T K + W R)(K^T K + R)^-1 with R = lam I + cov.
     """
     if not lam > 0:
-        raise ValueError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
+        raise InvalidInputError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
     n, d_in = keys.shape
     if cov is not None:
         reg = lam * torch.eye(d_in, dtype=keys.dtype, device=keys.device) + cov.to(keys.dtype)
@@ -576,7 +577,7 @@ def quickfix(
     lam = cfg.lam if lam is None else float(lam)
     module = module or cfg.module
     if module not in MODULES:
-        raise ValueError(f"unknown module {module!r}; use one of {', '.join(MODULES)}")
+        raise InvalidInputError(f"unknown module {module!r}; use one of {', '.join(MODULES)}")
     positions = positions or cfg.positions or DEFAULT_POSITIONS[module]
     layer = cfg.layer if layer is None else int(layer)
     encoder = cfg.encoder if encoder is None else encoder
@@ -587,12 +588,12 @@ def quickfix(
     if vocab_weight is None:
         vocab_weight = 1.0 if module == "attn_v" and layer == 0 else 0.0
     if vocab_weight < 0 or (vocab_weight > 0 and (module != "attn_v" or layer != 0)):
-        raise ValueError(f"vocab_weight must be >= 0 and needs module='attn_v' at layer 0 (got {vocab_weight}, {module}, "
+        raise InvalidInputError(f"vocab_weight must be >= 0 and needs module='attn_v' at layer 0 (got {vocab_weight}, {module}, "
                          f"layer {layer}): only there is the input one token's embedding")
     synthetic = cfg.synthetic if synthetic is None else int(synthetic)
     synthetic_seed = cfg.synthetic_seed if synthetic_seed is None else int(synthetic_seed)
     if synthetic < 0:
-        raise ValueError(f"synthetic must be >= 0 (got {synthetic}); 0 uses the corpus alone")
+        raise InvalidInputError(f"synthetic must be >= 0 (got {synthetic}); 0 uses the corpus alone")
     explicit_corpus = corpus is not None
     if explicit_corpus:
         corpus, corpus_source = list(corpus), "given"
@@ -603,13 +604,13 @@ def quickfix(
     pair_list = normalize_pairs(pairs)
     preserve = [c.strip() for c in preserve if c.strip()]
     if corpus_weight < 0 or (corpus_weight > 0 and explicit_corpus and not corpus):
-        raise ValueError("corpus_weight must be >= 0 and needs a non-empty corpus of captions (or corpus_weight=0)")
+        raise InvalidInputError("corpus_weight must be >= 0 and needs a non-empty corpus of captions (or corpus_weight=0)")
     if corpus_keys < 0:
-        raise ValueError(f"corpus_keys must be >= 0 (got {corpus_keys}); 0 uses the templates only")
+        raise InvalidInputError(f"corpus_keys must be >= 0 (got {corpus_keys}); 0 uses the templates only")
     if positions not in POSITION_MODES:
-        raise ValueError(f"unknown positions {positions!r}; use one of {', '.join(POSITION_MODES)}")
+        raise InvalidInputError(f"unknown positions {positions!r}; use one of {', '.join(POSITION_MODES)}")
     if not lam > 0:
-        raise ValueError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
+        raise InvalidInputError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
     family = detect_family(pipe)
     from locedit.edit.concepts import UnknownConceptWarning, check_concepts, model_corpus  # imports quickfix
 
@@ -621,11 +622,11 @@ def quickfix(
     fit: set[str] = set()  # every caption the solve read: key, value, preserve and corpus captions
     for handle in text_encoders(pipe, encoder):
         if not 0 <= layer < handle.num_layers:
-            raise ValueError(f"layer {layer} does not exist in {handle.name} ({handle.num_layers} layers)")
+            raise InvalidInputError(f"layer {layer} does not exist in {handle.name} ({handle.num_layers} layers)")
         target = text_target(module, handle.name, handle.index, layer)
         usable = usable_corpus(handle, corpus, layer, module) if corpus else []
         if corpus_weight > 0 and explicit_corpus and not usable:
-            raise ValueError(f"no caption of the corpus can be encoded by {handle.name} (unknown words or too long)")
+            raise InvalidInputError(f"no caption of the corpus can be encoded by {handle.name} (unknown words or too long)")
         # corpus captions that name a key: edit rows (when mined), never in the corpus term
         naming = [c for c in usable if any(names_concept(c, k) for k, _ in pair_list)]
         mined = [m for m in mine_captions(naming, pair_list, corpus_keys) if _usable_pair(handle, m)]

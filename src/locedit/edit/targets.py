@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from locedit.errors import InvalidInputError
 from locedit.models import detect_family, resolve_text_module, text_encoders, text_template
 
 
@@ -67,19 +68,19 @@ def get_parameter(pipe, name: str) -> torch.nn.Parameter:
     detect_family(pipe)
     owner = getattr(pipe, component, None)
     if owner is None or not module_path:
-        raise ValueError(f"pipeline {type(pipe).__name__} has no component for edited weight {name!r}")
+        raise InvalidInputError(f"pipeline {type(pipe).__name__} has no component for edited weight {name!r}")
     if component == UNET:
         try:
             module = owner.get_submodule(module_path)
         except AttributeError:
-            raise ValueError(f"this pipeline's UNet has no module {module_path!r} (edited weight {name!r}): "
+            raise InvalidInputError(f"this pipeline's UNet has no module {module_path!r} (edited weight {name!r}): "
                              "the edit was made for another model") from None
     else:
         module = resolve_text_module(owner, module_path)
     try:
         return getattr(module, param)
     except AttributeError:
-        raise ValueError(f"module {module_path!r} of {component} has no parameter {param!r}") from None
+        raise InvalidInputError(f"module {module_path!r} of {component} has no parameter {param!r}") from None
 
 
 def tensor_digest(name: str, tensor: torch.Tensor, h: "hashlib._Hash") -> None:

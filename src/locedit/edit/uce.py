@@ -24,6 +24,7 @@ from locedit.edit.edit import Edit
 from locedit.edit.quickfix import POSITION_MODES, check_templates, solve_ridge
 from locedit.edit.targets import cross_attention_projections, fingerprint_tensors, unet_name
 from locedit.edit.unet_tuning import encode, settings_dict
+from locedit.errors import InvalidInputError
 from locedit.models import detect_family, find_subject_span
 
 
@@ -60,10 +61,10 @@ def uce_pairs(pairs) -> list[tuple[str, str]]:
     else:
         items = [tuple(p) for p in pairs]
     if not items:
-        raise ValueError("no edit pairs given; pass at least one (concept, target) pair, e.g. ('van gogh', 'painting')")
+        raise InvalidInputError("no edit pairs given; pass at least one (concept, target) pair, e.g. ('van gogh', 'painting')")
     for item in items:
         if len(item) != 2 or not all(isinstance(s, str) for s in item) or not item[0].strip():
-            raise ValueError(f"edit pair {item!r} is not (concept, target) with a non-empty concept (the target may be '')")
+            raise InvalidInputError(f"edit pair {item!r} is not (concept, target) with a non-empty concept (the target may be '')")
     return [(k.strip(), v.strip()) for k, v in items]
 
 
@@ -99,11 +100,11 @@ def uce(
     cfg = replace(settings or UCESettings(), **{k: v for k, v in overrides.items() if v is not None})
     templates = check_templates(cfg.templates)
     if not cfg.lam > 0:
-        raise ValueError(f"lam must be > 0 (got {cfg.lam}); it keeps each projection close to the original")
+        raise InvalidInputError(f"lam must be > 0 (got {cfg.lam}); it keeps each projection close to the original")
     if not cfg.erase_scale > 0 or cfg.preserve_scale < 0:
-        raise ValueError(f"erase_scale must be > 0 and preserve_scale >= 0 (got {cfg.erase_scale}, {cfg.preserve_scale})")
+        raise InvalidInputError(f"erase_scale must be > 0 and preserve_scale >= 0 (got {cfg.erase_scale}, {cfg.preserve_scale})")
     if cfg.positions not in POSITION_MODES:
-        raise ValueError(f"unknown positions {cfg.positions!r}; use one of {', '.join(POSITION_MODES)}")
+        raise InvalidInputError(f"unknown positions {cfg.positions!r}; use one of {', '.join(POSITION_MODES)}")
     pair_list = uce_pairs(pairs)
     preserve = [c.strip() for c in preserve if c.strip()]
     family = detect_family(pipe)
@@ -152,7 +153,7 @@ def uce(
         before[name] = weight.to("cpu", copy=True)
         after[name] = w_new.to(weight.dtype).cpu()
     if not after:
-        raise ValueError(f"this UNet has no cross-attention (attn2) projections {', '.join(cfg.projections)} to edit")
+        raise InvalidInputError(f"this UNet has no cross-attention (attn2) projections {', '.join(cfg.projections)} to edit")
     err = torch.cat(errors)
     return Edit(
         before=before,

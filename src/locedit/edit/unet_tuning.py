@@ -18,6 +18,7 @@ import torch
 
 from locedit.edit.edit import Edit
 from locedit.edit.targets import UNET, fingerprint_tensors, unet_name
+from locedit.errors import InvalidInputError
 from locedit.models import detect_family
 
 
@@ -61,7 +62,7 @@ def latent_size(pipe, size: int | None = None) -> int:
     """Side of the square latent the baselines train on: `size`, or the UNet's configured sample size."""
     side = int(size if size is not None else pipe.unet.config.sample_size)
     if side < 1:
-        raise ValueError(f"latent size must be a positive integer (got {side})")
+        raise InvalidInputError(f"latent size must be a positive integer (got {side})")
     return side
 
 
@@ -127,11 +128,11 @@ def denoise(unet, scheduler, x: torch.Tensor, cond: Conditioning, uncond: Condit
 def check_training(steps: int, lr: float, seed: int) -> None:
     """Raise ValueError unless steps is a positive integer, lr > 0 and seed a non-negative integer."""
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be a positive integer (got {steps!r})")
+        raise InvalidInputError(f"steps must be a positive integer (got {steps!r})")
     if not lr > 0:
-        raise ValueError(f"lr must be > 0 (got {lr!r})")
+        raise InvalidInputError(f"lr must be > 0 (got {lr!r})")
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative integer (got {seed!r})")
+        raise InvalidInputError(f"seed must be a non-negative integer (got {seed!r})")
 
 
 def linear_modules(unet: torch.nn.Module, kinds: tuple[type, ...] = (torch.nn.Linear, torch.nn.Conv2d)):
@@ -147,7 +148,7 @@ def parameter_names(unet: torch.nn.Module, include: Callable[[str, str], bool]) 
             if include(path, param):
                 names.append(unet_name(path, param))
     if not names:
-        raise ValueError("no UNet parameter matches the chosen variant; is this a Stable Diffusion UNet?")
+        raise InvalidInputError("no UNet parameter matches the chosen variant; is this a Stable Diffusion UNet?")
     return names
 
 
@@ -240,7 +241,7 @@ def unet_edit(pipe, trained: torch.nn.Module, names: list[str], meta: dict, star
         if not torch.equal(old, updated):
             before[name], after[name] = old, updated
     if not after:
-        raise ValueError("training changed no weight (in the pipeline's dtype); raise --steps or --lr")
+        raise InvalidInputError("training changed no weight (in the pipeline's dtype); raise --steps or --lr")
     meta = {**meta, "family": detect_family(pipe).name, "fingerprint": fingerprint_tensors(before),
             "seconds": time.perf_counter() - start}
     return Edit(before, after, meta)

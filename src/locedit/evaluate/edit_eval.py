@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from locedit.errors import InvalidInputError
 from locedit.evaluate.generate import generate
 from locedit.evaluate.judges import Judge, Outcome
 from locedit.evaluate.suite import EFFICACY_GROUPS, GROUPS, SPECIFICITY_GROUPS, EvalItem, check_items
@@ -144,7 +145,7 @@ class EvalSettings:
 
     def __post_init__(self):
         if self.steps < 1 or self.batch < 1:
-            raise ValueError(f"steps and batch must be >= 1 (got steps={self.steps}, batch={self.batch})")
+            raise InvalidInputError(f"steps and batch must be >= 1 (got steps={self.steps}, batch={self.batch})")
 
 
 @dataclass
@@ -212,7 +213,7 @@ def evaluate_edit(
     observations, images = {}, {}
     if baseline is not None:
         if [(it.prompt, it.seed) for it in baseline.items] != list(zip(prompts, seeds)):
-            raise ValueError("the baseline report was made on other items; evaluate without it")
+            raise InvalidInputError("the baseline report was made on other items; evaluate without it")
         observations["before"], images["before"] = baseline.observations["before"], baseline.images.get("before")
     else:
         observations["before"], images["before"] = run()

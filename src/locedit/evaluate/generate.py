@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from locedit.errors import InvalidInputError
+
 
 @torch.no_grad()
 def generate(
@@ -28,7 +30,7 @@ def generate(
         (B, 3, H, W) float32 images in [0, 1], on the CPU.
     """
     if len(prompts) != len(seeds):
-        raise ValueError(f"{len(prompts)} prompts but {len(seeds)} seeds")
+        raise InvalidInputError(f"{len(prompts)} prompts but {len(seeds)} seeds")
     out = []
     for i in range(0, len(prompts), batch):
         gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds[i : i + batch]]

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import torch
 
+from locedit.errors import LoceditError
 from locedit.probes import Probe
 
 
-class ScorerError(ValueError):
+class ScorerError(LoceditError, ValueError):
     """Unknown scorer, or a scorer that cannot be loaded (path missing, component absent)."""
 
 

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from locedit.errors import LoceditError
 from locedit.io import atomic_path
 
 EFFICACY_GROUPS = ("efficacy", "generality")
@@ -33,7 +34,7 @@ REPORTED_GROUPS = ("other_route",)
 GROUPS = EFFICACY_GROUPS + SPECIFICITY_GROUPS + REPORTED_GROUPS
 
 
-class SuiteError(ValueError):
+class SuiteError(LoceditError, ValueError):
     """A suite that cannot be evaluated (unknown group, missing field, empty, overlapping the fit)."""
 
 

@@ -11,8 +11,10 @@ from dataclasses import dataclass
 
 import torch
 
+from locedit.errors import LoceditError
 
-class UnsupportedModelError(ValueError):
+
+class UnsupportedModelError(LoceditError, ValueError):
     """The pipeline is not a family locedit knows (SD1.x, SD2.x, SDXL)."""
 
 

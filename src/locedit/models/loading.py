@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from locedit.errors import InvalidInputError, LoceditError
 from locedit.models.families import _SUPPORTED_PIPELINES, UnsupportedModelError, detect_family
 
 BUILTIN_PREFIX = "builtin:"
@@ -22,7 +23,7 @@ _DTYPES = {
 }
 
 
-class ModelNotFoundError(FileNotFoundError):
+class ModelNotFoundError(LoceditError, FileNotFoundError):
     """The model spec names no local diffusers pipeline."""
 
 
@@ -33,7 +34,7 @@ def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
     try:
         return _DTYPES[dtype.lower()]
     except KeyError:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of float32, float16, bfloat16") from None
+        raise InvalidInputError(f"unknown dtype {dtype!r}; use one of float32, float16, bfloat16") from None
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -43,9 +44,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError:
-        raise ValueError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from None
+        raise InvalidInputError(f"unknown device {device!r}; use cpu, cuda, cuda:N, mps or auto") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
+        raise InvalidInputError(f"device {device!r} asked for but CUDA is not available here; use --device cpu")
     return resolved
 
 

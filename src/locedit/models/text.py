@@ -6,14 +6,15 @@ from dataclasses import dataclass
 
 import torch
 
+from locedit.errors import InvalidInputError, LoceditError
 from locedit.models.families import Family, detect_family, num_text_layers, resolve_text_module, text_template
 
 
-class SubjectNotFoundError(ValueError):
+class SubjectNotFoundError(LoceditError, ValueError):
     """The subject's tokens do not occur in the caption."""
 
 
-class CaptionTooLongError(ValueError):
+class CaptionTooLongError(LoceditError, ValueError):
     """The caption has more tokens than the text encoder's context."""
 
 
@@ -83,7 +84,7 @@ def text_encoders(pipe, which: str | int | None = None) -> list[TextEncoderHandl
         number = -1
     if not 1 <= number <= len(handles):
         choices = ", ".join(str(h.index) for h in handles) + (", both" if len(handles) > 1 else "")
-        raise ValueError(f"encoder {which!r} does not exist in this {family.name} pipeline; choose {choices}")
+        raise InvalidInputError(f"encoder {which!r} does not exist in this {family.name} pipeline; choose {choices}")
     return [handles[number - 1]]
 
 

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from locedit.errors import InvalidInputError
+
 CLIP_VOCAB_SIZE = 49408
 BOS_ID, EOS_ID = 49406, 49407
 
@@ -160,7 +162,7 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
             requires_safety_checker=False,
         )
     if family != "sdxl":
-        raise ValueError(f"unknown tiny family {family!r}; use sd1, sd2 or sdxl")
+        raise InvalidInputError(f"unknown tiny family {family!r}; use sd1, sd2 or sdxl")
     tok1 = clip_tokenizer(tokenizer_files, "<|endoftext|>", spec.context)
     tok2 = clip_tokenizer(tokenizer_files, "!", spec.context)
     te1 = CLIPTextModel(_text_config(spec, "quick_gelu", tok1.pad_token_id)).eval()

@@ -11,12 +11,14 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from locedit.errors import LoceditError
+
 # Attributes the shipped probe set covers; user files may name others.
 ATTRIBUTES = ("object", "style", "color", "action", "viewpoint")
 DEFAULT_PROBES = Path(__file__).with_name("default.jsonl")
 
 
-class ProbeFileError(ValueError):
+class ProbeFileError(LoceditError, ValueError):
     """A probe file is missing, malformed, or names a subject that is not in its prompt."""
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from locedit.errors import InvalidInputError
 from locedit.evaluate.scorers import Scorer
 from locedit.hooks import Trace
 from locedit.models import detect_family, find_subject_span, text_encoders
@@ -137,7 +138,7 @@ class Tracer:
         self.generation = generation or GenerationSettings()
         self.settings = settings or TraceSettings()
         if self.settings.restore not in ("cond", "both"):
-            raise ValueError(f"restore must be 'cond' or 'both' (got {self.settings.restore!r})")
+            raise InvalidInputError(f"restore must be 'cond' or 'both' (got {self.settings.restore!r})")
         self.family = detect_family(pipe)
         self.handles = text_encoders(pipe)
         # Std of each encoder's token-embedding matrix (all entries), measured once: the noise unit.
@@ -269,7 +270,7 @@ class Tracer:
         try:
             for name, index in index_of.items():
                 if name not in self._modules:
-                    raise ValueError(f"UNet has no module {name!r}")
+                    raise InvalidInputError(f"UNet has no module {name!r}")
                 traces.append(Trace(self._modules[name], retain_output=False,
                                     edit_output=_row_copier(index, total, name)))
             latents = self.initial_latent(seed).expand(rows, -1, -1, -1).to(self.device, self.dtype)

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import torch
 
+from locedit.errors import InvalidInputError, LoceditError
+
 # Section of the UNet that holds a block: down blocks, the mid block, up blocks (forward order).
 _BLOCK = r"(?P<section>down_blocks|up_blocks|mid_block)(?:\.(?P<block>\d+))?"
 _TRANSFORMER = _BLOCK + r"\.attentions\.(?P<attn>\d+)\.transformer_blocks\.(?P<tb>\d+)"
@@ -40,7 +42,7 @@ TEXT_STATES: dict[str, str] = {
 _SECTION_ORDER = {"down_blocks": 0, "mid_block": 1, "up_blocks": 2}
 
 
-class UnknownLayerError(ValueError):
+class UnknownLayerError(LoceditError, ValueError):
     """A --layers pattern matches no traceable layer."""
 
 
@@ -114,7 +116,7 @@ def select_unet_cells(layers: list[UNetLayer], patterns: list[str] | None, k: in
     None selects every layer. Raises UnknownLayerError naming a pattern that matches nothing.
     """
     if k < 1:
-        raise ValueError(f"--window must be >= 1 (got {k})")
+        raise InvalidInputError(f"--window must be >= 1 (got {k})")
     by_kind: dict[str, list[str]] = {}
     for layer in layers:
         by_kind.setdefault(layer.kind, []).append(layer.name)

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from locedit.errors import InvalidInputError
 from locedit.trace.engine import GenerationSettings, Tracer, TraceSettings, calibrate_noise
 from locedit.trace.layers import parse_text_states, select_unet_cells
 from locedit.trace.store import RunDirError, Unit, execute, plan_units, prepare_run_dir, write_results
@@ -58,23 +59,23 @@ class TracePlan:
 
 def _check_request(req: TraceRequest) -> None:
     if req.component not in ("unet", "text-encoder"):
-        raise ValueError(f"--component must be unet or text-encoder (got {req.component!r})")
+        raise InvalidInputError(f"--component must be unet or text-encoder (got {req.component!r})")
     if req.batch < 1:
-        raise ValueError(f"--batch must be >= 1 (got {req.batch})")
+        raise InvalidInputError(f"--batch must be >= 1 (got {req.batch})")
     if req.steps < 1:
-        raise ValueError(f"--steps must be >= 1 (got {req.steps})")
+        raise InvalidInputError(f"--steps must be >= 1 (got {req.steps})")
     if req.window < 1:
-        raise ValueError(f"--window must be >= 1 (got {req.window})")
+        raise InvalidInputError(f"--window must be >= 1 (got {req.window})")
     if not req.seeds or any(not isinstance(s, int) or s < 0 for s in req.seeds):
-        raise ValueError(f"--seeds must be non-negative integers, e.g. 0,1,2 (got {req.seeds!r})")
+        raise InvalidInputError(f"--seeds must be non-negative integers, e.g. 0,1,2 (got {req.seeds!r})")
     if len(set(req.seeds)) != len(req.seeds):
-        raise ValueError(f"--seeds repeats a seed ({req.seeds!r})")
+        raise InvalidInputError(f"--seeds repeats a seed ({req.seeds!r})")
     if req.restore not in ("cond", "both"):
-        raise ValueError(f"--restore must be cond or both (got {req.restore!r})")
+        raise InvalidInputError(f"--restore must be cond or both (got {req.restore!r})")
     if isinstance(req.noise, str) and req.noise != "auto":
-        raise ValueError(f"--noise must be a number (in token-embedding stds) or auto (got {req.noise!r})")
+        raise InvalidInputError(f"--noise must be a number (in token-embedding stds) or auto (got {req.noise!r})")
     if not isinstance(req.noise, str) and not req.noise > 0:
-        raise ValueError(f"--noise must be > 0 (got {req.noise})")
+        raise InvalidInputError(f"--noise must be > 0 (got {req.noise})")
 
 
 def _distributed(cpu: bool) -> tuple[int, int, int, Callable[[], None]]:

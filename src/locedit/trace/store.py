@@ -28,6 +28,7 @@ from pathlib import Path
 
 import torch
 
+from locedit.errors import LoceditError
 from locedit.io import atomic_path, write_json
 from locedit.probes import Probe
 from locedit.trace.engine import TextCell, Tracer, effect
@@ -48,7 +49,7 @@ RUN_KEYS = (
 DELAY_ENV = "LOCEDIT_TRACE_UNIT_DELAY"
 
 
-class RunDirError(FileExistsError):
+class RunDirError(LoceditError, FileExistsError):
     """The --out directory holds something that is not this run (or --resume is missing)."""
 
 
