@@ -673,7 +673,7 @@ def quickfix(
             "corpus_weight": corpus_weight,
             "corpus_keys": corpus_keys,
             "module": module,
-            "vocab_weight": vocab_weight,
+            "vocab_weight": vocab_weight if corpus_weight > 0 else 0.0,  # the prior lives inside the corpus term
             "synthetic": synthetic,
             "synthetic_seed": synthetic_seed,
             "positions": positions,
