@@ -125,8 +125,9 @@ class Rows:
     captions: list[str] = field(default_factory=list)
 
 
-def normalize_pairs(pairs) -> list[tuple[str, str]]:
-    """Accept a mapping {key: value}, one (key, value) tuple, or a sequence of them."""
+def normalize_pairs(pairs, allow_empty_value: bool = False) -> list[tuple[str, str]]:
+    """Accept a mapping {key: value}, one (key, value) tuple, or a sequence of them. With
+    `allow_empty_value` the value may be "" (UCE maps a concept onto the start token then)."""
     if isinstance(pairs, Mapping):
         items = list(pairs.items())
     elif isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(p, str) for p in pairs):
@@ -136,8 +137,11 @@ def normalize_pairs(pairs) -> list[tuple[str, str]]:
     if not items:
         raise InvalidInputError("no edit pairs given; pass at least one (key, value) pair, e.g. ('van gogh', 'painting')")
     for item in items:
-        if len(item) != 2 or not all(isinstance(s, str) and s.strip() for s in item):
-            raise InvalidInputError(f"edit pair {item!r} is not (key concept, value concept) with two non-empty strings")
+        if len(item) != 2 or not all(isinstance(s, str) for s in item) or not item[0].strip() or not (
+            allow_empty_value or item[1].strip()
+        ):
+            what = "a non-empty key (the value may be '')" if allow_empty_value else "two non-empty strings"
+            raise InvalidInputError(f"edit pair {item!r} is not (key concept, value concept) with {what}")
     return [(k.strip(), v.strip()) for k, v in items]
 
 

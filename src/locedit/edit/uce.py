@@ -15,13 +15,13 @@ the start token's embedding, as the reference code does for its default guide ''
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 
 from locedit.edit.edit import Edit
-from locedit.edit.quickfix import POSITION_MODES, check_templates, solve_ridge
+from locedit.edit.quickfix import POSITION_MODES, check_templates, normalize_pairs, solve_ridge
 from locedit.edit.targets import cross_attention_projections, fingerprint_tensors, unet_name
 from locedit.edit.unet_tuning import encode, settings_dict
 from locedit.errors import InvalidInputError
@@ -54,18 +54,7 @@ class UCESettings:
 
 def uce_pairs(pairs) -> list[tuple[str, str]]:
     """(concept, target) pairs from a mapping, one tuple or a sequence of tuples; the target may be ""."""
-    if isinstance(pairs, Mapping):
-        items = list(pairs.items())
-    elif isinstance(pairs, tuple) and len(pairs) == 2 and all(isinstance(p, str) for p in pairs):
-        items = [pairs]
-    else:
-        items = [tuple(p) for p in pairs]
-    if not items:
-        raise InvalidInputError("no edit pairs given; pass at least one (concept, target) pair, e.g. ('van gogh', 'painting')")
-    for item in items:
-        if len(item) != 2 or not all(isinstance(s, str) for s in item) or not item[0].strip():
-            raise InvalidInputError(f"edit pair {item!r} is not (concept, target) with a non-empty concept (the target may be '')")
-    return [(k.strip(), v.strip()) for k, v in items]
+    return normalize_pairs(pairs, allow_empty_value=True)
 
 
 def _positions(tokenizer, caption: str, subject: str, mode: str, context: int) -> list[int]:
