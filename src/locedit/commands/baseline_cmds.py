@@ -107,19 +107,13 @@ def baseline_pairs(args: argparse.Namespace, method: str) -> list[tuple[str, str
 def run_baseline_edit(args: argparse.Namespace, method: str) -> int:
     """`locedit edit --method M` for every M other than quickfix; outputs as quickfix's."""
     from locedit.commands.common import load_model
-    from locedit.commands.edit_cmds import check_output_dir, check_output_file, read_templates, save_pipeline_atomically
+    from locedit.commands.edit_cmds import check_outputs, read_templates, save_pipeline_atomically
 
     pairs = baseline_pairs(args, method)
     templates = read_templates(args.templates)
     if args.lam is not None and not args.lam > 0:
         raise InvalidInputError(f"--lam must be > 0 (got {args.lam})")
-    if args.lora_rank is not None and args.lora_rank < 1:
-        raise InvalidInputError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
-    check_output_file(args.out, "--out")
-    check_output_file(args.lora, "--lora")
-    check_output_dir(args.save_pipeline)
-    if not (args.out or args.lora or args.save_pipeline):
-        print("note: no --out, --lora or --save-pipeline given: the edit is computed and reported, not saved")
+    check_outputs(args)
 
     pipe = load_model(args)
     progress = not args.quiet

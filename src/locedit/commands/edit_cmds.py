@@ -103,6 +103,17 @@ def check_output_file(path: str | None, flag: str) -> None:
         raise InvalidInputError(f"{flag} {path!r} is a folder; give a file name such as edit.safetensors")
 
 
+def check_outputs(args: argparse.Namespace) -> None:
+    """--lora-rank, --out, --lora and --save-pipeline, checked before any model loads."""
+    if args.lora_rank is not None and args.lora_rank < 1:
+        raise InvalidInputError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
+    check_output_file(args.out, "--out")
+    check_output_file(args.lora, "--lora")
+    check_output_dir(args.save_pipeline)
+    if not (args.out or args.lora or args.save_pipeline):
+        print("note: no --out, --lora or --save-pipeline given: the edit is computed and reported, not saved")
+
+
 def check_output_dir(path: str | None) -> None:
     if path is not None and Path(path).exists() and (not Path(path).is_dir() or any(Path(path).iterdir())):
         raise FileExistsError(f"--save-pipeline {path!r} exists and is not empty; choose a new folder")
@@ -147,13 +158,7 @@ def run_edit(args) -> int:
         corpus = read_corpus(args.corpus)
         if not corpus:
             raise InvalidInputError(f"corpus file {args.corpus!r} has no captions")
-    if args.lora_rank is not None and args.lora_rank < 1:
-        raise InvalidInputError(f"--lora-rank must be a positive integer (got {args.lora_rank})")
-    check_output_file(args.out, "--out")
-    check_output_file(args.lora, "--lora")
-    check_output_dir(args.save_pipeline)
-    if not (args.out or args.lora or args.save_pipeline):
-        print("note: no --out, --lora or --save-pipeline given: the edit is computed and reported, not saved")
+    check_outputs(args)
 
     pipe = load_model(args)
     from locedit.edit.cache import disk_cache
