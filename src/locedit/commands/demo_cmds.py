@@ -31,5 +31,5 @@ def run(args) -> int:
         from locedit.builtin.demo import summary_markdown
 
         print(summary_markdown(summary))
-    print(f"demo written to {args.out}/ (summary.md, heatmaps/, grid-*.png, edit.safetensors)")
+    print(f"demo written to {args.out}/ (summary.md, heatmaps/, eval/ with before/after grids, edit.safetensors)")
     return 0
