@@ -67,7 +67,7 @@ def test_changed_weights_corpus_or_layer_miss(load_tiny, locedit_cache, corpus_f
 
     def edit_fresh(corpus=CORPUS, **kwargs):
         qf.forget_moments()
-        return quickfix(pipe, PAIR, corpus=corpus, **kwargs)
+        return quickfix(pipe, PAIR, corpus=corpus, module="attn_out", **kwargs)
 
     edit_fresh()
     assert len(corpus_forwards) == 1
@@ -89,6 +89,28 @@ def test_changed_weights_corpus_or_layer_miss(load_tiny, locedit_cache, corpus_f
     assert len(corpus_forwards) == 4 and len(files(locedit_cache)) == 4
     edit_fresh(layer=1)  # another layer
     assert len(corpus_forwards) == 5 and len(files(locedit_cache)) == 5
+
+
+def test_value_projection_inputs_follow_only_the_weights_before_it(load_tiny, locedit_cache, corpus_forwards):
+    """v_proj reads layer_norm1's output: its own (edited) weight and q/k/out do not change its inputs."""
+    pipe = load_tiny("sd1")
+    handle = text_encoders(pipe)[0]
+
+    def edit_fresh():
+        qf.forget_moments()
+        return quickfix(pipe, PAIR, corpus=CORPUS)
+
+    edit_fresh()
+    assert len(corpus_forwards) == 1
+    with torch.no_grad():
+        for proj in ("q_proj", "k_proj", "v_proj", "out_proj"):
+            getattr(handle.module("layer", 0).self_attn, proj).weight.add_(0.1)
+    edit_fresh()
+    assert len(corpus_forwards) == 1
+    with torch.no_grad():
+        handle.module("layer_norm1", 0).weight.add_(0.1)
+    edit_fresh()
+    assert len(corpus_forwards) == 2
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "other key"])

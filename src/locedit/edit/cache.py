@@ -39,9 +39,9 @@ from locedit.models.families import resolve_text_module, text_template
 FORMAT = "locedit-corpus-moment/1"
 SUBFOLDER = "corpus-moments"
 VOCAB_SUBFOLDER = "vocab-moments"  # the vocabulary prior's sums (quickfix.vocab_sums), same file format
-# Modules of a CLIP encoder layer that run after its self-attention's out_proj input: their weights
-# do not change the keys of that layer.
-_AFTER_ATTN_OUT = ("self_attn.out_proj.", "layer_norm2.", "mlp.")
+# Modules of a CLIP encoder layer whose weights do not change the inputs of the edited projection:
+# those after the out_proj input (attn_out), or after layer_norm1 (attn_v: v_proj reads layer_norm1).
+_NOT_READ = {"attn_out": ("self_attn.out_proj.", "layer_norm2.", "mlp."), "attn_v": ("self_attn.", "layer_norm2.", "mlp.")}
 
 
 @dataclass
@@ -81,15 +81,15 @@ def disk_cache(enabled: bool):
         SETTINGS.enabled = previous
 
 
-def key_parameters(handle: TextEncoderHandle, layer: int) -> dict[str, torch.Tensor]:
-    """The tensors the out_proj inputs of `layer` depend on, by name: every parameter and buffer of
-    the embeddings and of the layers before `layer`, and those of `layer` before its out_proj."""
+def key_parameters(handle: TextEncoderHandle, layer: int, kind: str = "attn_out") -> dict[str, torch.Tensor]:
+    """The tensors the inputs of `layer`'s projection `kind` depend on, by name: every parameter and
+    buffer of the embeddings and of the layers before `layer`, and those of `layer` before the projection."""
     embeddings = resolve_text_module(handle.encoder, text_template("token_embedding").rpartition(".")[0])
     out = {f"embeddings.{n}": t for n, t in chain(embeddings.named_parameters(), embeddings.named_buffers())}
     for i in range(layer + 1):
         module = handle.module("layer", i)
         for n, t in chain(module.named_parameters(), module.named_buffers()):
-            if i < layer or not n.startswith(_AFTER_ATTN_OUT):
+            if i < layer or not n.startswith(_NOT_READ[kind]):
                 out[f"layers.{i}.{n}"] = t
     return out
 
@@ -129,7 +129,7 @@ def moment_key(handle: TextEncoderHandle, layer: int, captions: list[str], ids: 
     }, sort_keys=True, default=str).encode())
     _digest(h, "ids", ids.to(torch.int64))
     rows = torch.unique(ids).to(token_embedding.device)
-    for name, tensor in sorted(key_parameters(handle, layer).items()):
+    for name, tensor in sorted(key_parameters(handle, layer, kind).items()):
         if tensor is token_embedding:  # only the rows the corpus uses enter the sums
             _digest(h, f"{name}[ids]", token_embedding[rows])
         else:

@@ -317,14 +317,15 @@ def forget_moments() -> None:
     _VOCAB.clear()
 
 
-def _weights_version(handle: TextEncoderHandle, layer: int) -> tuple:
-    """Identity and in-place version of every tensor the keys of `layer` depend on (cache.key_parameters)."""
-    return tuple((t.data_ptr(), t._version) for t in key_parameters(handle, layer).values())
+def _weights_version(handle: TextEncoderHandle, layer: int, kind: str = "attn_out") -> tuple:
+    """Identity and in-place version of every tensor the inputs of `layer`'s `kind` depend on
+    (cache.key_parameters): applying or reverting an edit of that projection keeps the cache."""
+    return tuple((t.data_ptr(), t._version) for t in key_parameters(handle, layer, kind).values())
 
 
 def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int = 0, batch: int = 64, kind: str = "attn_out") -> torch.Tensor:
     """C = mean of k k^T over every position of every caption, (d_in, d_in), float64 (cached)."""
-    key = (kind, layer, tuple(captions), _weights_version(handle, layer))
+    key = (kind, layer, tuple(captions), _weights_version(handle, layer, kind))
     cache = _MOMENTS.setdefault(handle.encoder, {})
     if key not in cache:
         cache.clear()  # one entry per encoder: the latest corpus and weights
@@ -358,7 +359,7 @@ def usable_corpus(handle: TextEncoderHandle, corpus: Sequence[str], layer: int =
 def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int, kind: str = "attn_out") -> tuple[list[str], torch.Tensor | None, int]:
     """(usable captions, sum of k k^T over them (d_in, d_in) float64, number of positions), from
     memory, else from the disk cache, else by one forward of the usable captions (then stored)."""
-    key = ("corpus", kind, layer, tuple(corpus), _weights_version(handle, layer))
+    key = ("corpus", kind, layer, tuple(corpus), _weights_version(handle, layer, kind))
     cache = _MOMENTS.setdefault(handle.encoder, {})
     if key not in cache:
         cache.clear()  # one entry per encoder: the latest corpus and weights
@@ -453,10 +454,11 @@ def vocab_pairs(handle: TextEncoderHandle, samples: int = VOCAB_SAMPLES, seed: i
     """The (token id, position) pairs of the vocabulary prior, (P, 2) int64: every pair of the
     vocabulary and context, or a seeded sample of `samples` of them when there are more (SD: 49408 × 77)."""
     n_tokens = handle.module("embeddings").token_embedding.weight.shape[0]
-    pairs = torch.cartesian_prod(torch.arange(n_tokens), torch.arange(handle.context_length))
-    if pairs.shape[0] > samples:
-        pairs = pairs[torch.randperm(pairs.shape[0], generator=torch.Generator().manual_seed(seed))[:samples]]
-    return pairs
+    total = n_tokens * handle.context_length
+    flat = torch.arange(total)
+    if total > samples:
+        flat = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:samples]
+    return torch.stack([flat // handle.context_length, flat % handle.context_length], dim=1)
 
 
 @torch.no_grad()
@@ -486,7 +488,7 @@ def vocab_moment(handle: TextEncoderHandle, exclude_ids: Sequence[int] = (), sam
 def _cached_vocab_moment(handle: TextEncoderHandle, exclude_ids: list[int]) -> torch.Tensor:
     """vocab_moment from the sums over every sampled pair, kept in memory per encoder and weights
     and on disk (locedit.edit.cache), minus the pairs of the excluded tokens (a few rows)."""
-    key = ("vocab", _weights_version(handle, 0))
+    key = ("vocab", _weights_version(handle, 0, "attn_v"))
     cache = _VOCAB.setdefault(handle.encoder, {})
     if key not in cache:
         cache.clear()
