@@ -137,9 +137,10 @@ def moment_key(handle: TextEncoderHandle, layer: int, captions: list[str], ids: 
     return h.hexdigest()
 
 
-def vocab_key(handle: TextEncoderHandle, samples: int, seed: int) -> str:
-    """sha256 (hex) of everything the vocabulary prior's sums depend on: the token and position
-    embeddings, layer 0's layer_norm1, the context length and the (token, position) sample."""
+def vocab_key(handle: TextEncoderHandle, pairs: torch.Tensor, samples: int, seed: int) -> str:
+    """sha256 (hex) of everything the vocabulary prior's sums over `pairs` (P, 2) depend on: the
+    token-embedding rows they use (not the whole table: hashing SD's 150 MB would cost more than the
+    sums), the position embedding, layer 0's layer_norm1, the context length and the sample."""
     import transformers
 
     embeddings = handle.module("embeddings")
@@ -150,7 +151,9 @@ def vocab_key(handle: TextEncoderHandle, samples: int, seed: int) -> str:
         "torch": torch.__version__, "transformers": transformers.__version__,
         "device": embeddings.token_embedding.weight.device.type,
     }, sort_keys=True).encode())
-    _digest(h, "token_embedding", embeddings.token_embedding.weight)
+    rows = torch.unique(pairs[:, 0]).to(embeddings.token_embedding.weight.device)
+    _digest(h, "pairs", pairs.to(torch.int64))
+    _digest(h, "token_embedding[rows]", embeddings.token_embedding.weight[rows])
     _digest(h, "position_embedding", embeddings.position_embedding.weight)
     for name, tensor in sorted(norm.state_dict().items()):
         _digest(h, f"layer_norm1.{name}", tensor)

@@ -452,12 +452,12 @@ def synthetic_captions(corpus: Sequence[str], keys: Sequence[str], n: int, max_w
 
 def vocab_pairs(handle: TextEncoderHandle, samples: int = VOCAB_SAMPLES, seed: int = 0) -> torch.Tensor:
     """The (token id, position) pairs of the vocabulary prior, (P, 2) int64: every pair of the
-    vocabulary and context, or a seeded sample of `samples` of them when there are more (SD: 49408 × 77)."""
+    vocabulary and context, or `samples` pairs drawn at random (seeded) when there are more (SD: 49408 × 77)."""
     n_tokens = handle.module("embeddings").token_embedding.weight.shape[0]
     total = n_tokens * handle.context_length
     flat = torch.arange(total)
-    if total > samples:
-        flat = torch.randperm(total, generator=torch.Generator().manual_seed(seed))[:samples]
+    if total > samples:  # drawn with replacement: a Monte Carlo mean, without permuting millions of pairs
+        flat = torch.randint(total, (samples,), generator=torch.Generator().manual_seed(seed))
     return torch.stack([flat // handle.context_length, flat % handle.context_length], dim=1)
 
 
@@ -506,7 +506,7 @@ def _stored_vocab_sums(handle: TextEncoderHandle) -> tuple[torch.Tensor, torch.T
     folder = cache_folder()
     if folder is None:
         return pairs, vocab_sums(handle, pairs)
-    key = vocab_key(handle, VOCAB_SAMPLES, 0)
+    key = vocab_key(handle, pairs, VOCAB_SAMPLES, 0)
     file = cache_file(folder, key, VOCAB_SUBFOLDER)
     d = handle.module("attn_v", 0).in_features
     stored = read_sums(file, key, d, 0)
