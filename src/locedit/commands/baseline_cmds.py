@@ -4,7 +4,6 @@ flags. edit_cmds.py registers the flags and hands every method other than quickf
 from __future__ import annotations
 
 import argparse
-import time
 
 from locedit.errors import InvalidInputError
 
@@ -107,7 +106,7 @@ def baseline_pairs(args: argparse.Namespace, method: str) -> list[tuple[str, str
 def run_baseline_edit(args: argparse.Namespace, method: str) -> int:
     """`locedit edit --method M` for every M other than quickfix; outputs as quickfix's."""
     from locedit.commands.common import load_model
-    from locedit.commands.edit_cmds import check_outputs, read_templates, save_pipeline_atomically
+    from locedit.commands.edit_cmds import check_outputs, read_templates, write_outputs
 
     pairs = baseline_pairs(args, method)
     templates = read_templates(args.templates)
@@ -133,18 +132,5 @@ def run_baseline_edit(args: argparse.Namespace, method: str) -> int:
         edit = uce(pipe, pairs, preserve=args.preserve, lam=args.lam, templates=templates, positions=args.positions)
     print(edit.summary())
     print(f"edit took {edit.meta['seconds']:.2f} s")
-    if args.out:
-        edit.save(args.out)
-        print(f"wrote edit {args.out}")
-    if args.lora:
-        report = edit.to_lora(args.lora, format=args.lora_format, rank=args.lora_rank)
-        worst = max(report["rel_errors"].values())
-        print(f"wrote LoRA {args.lora} ({args.lora_format}): {len(report['ranks'])} weights, ranks "
-              f"{min(report['ranks'].values())}-{max(report['ranks'].values())}, largest relative error {worst:.2e}")
-    if args.save_pipeline:
-        t0 = time.perf_counter()
-        edit.apply(pipe)
-        print(f"applied in {(time.perf_counter() - t0) * 1000:.1f} ms")
-        save_pipeline_atomically(pipe, args.save_pipeline)
-        print(f"saved edited pipeline to {args.save_pipeline}")
+    write_outputs(args, pipe, edit)
     return 0

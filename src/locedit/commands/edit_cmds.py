@@ -178,20 +178,30 @@ def run_edit(args) -> int:
         )
     print(edit.summary())
     print(f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")
+    write_outputs(args, pipe, edit)
+    return 0
+
+
+def write_outputs(args: argparse.Namespace, pipe, edit) -> None:
+    """--out (edit file), --lora (LoRA file) and --save-pipeline (the edited pipeline), each reported."""
     if args.out:
         edit.save(args.out)
         print(f"wrote edit {args.out}")
     if args.lora:
         report = edit.to_lora(args.lora, format=args.lora_format, rank=args.lora_rank)
-        for name, rank in report["ranks"].items():
-            print(f"wrote LoRA {args.lora} ({args.lora_format}): {name} rank {rank}, relative error {report['rel_errors'][name]:.2e}")
+        ranks, errors = report["ranks"], report["rel_errors"]
+        if len(ranks) <= 4:
+            for name, rank in ranks.items():
+                print(f"wrote LoRA {args.lora} ({args.lora_format}): {name} rank {rank}, relative error {errors[name]:.2e}")
+        else:
+            print(f"wrote LoRA {args.lora} ({args.lora_format}): {len(ranks)} weights, ranks {min(ranks.values())}-"
+                  f"{max(ranks.values())}, largest relative error {max(errors.values()):.2e}")
     if args.save_pipeline:
         t0 = time.perf_counter()
         edit.apply(pipe)
         print(f"applied in {(time.perf_counter() - t0) * 1000:.1f} ms")
         save_pipeline_atomically(pipe, args.save_pipeline)
         print(f"saved edited pipeline to {args.save_pipeline}")
-    return 0
 
 
 def run_apply(args) -> int:
