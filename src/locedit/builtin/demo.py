@@ -69,7 +69,6 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
     from tqdm.auto import tqdm
 
     from locedit import load_pipeline, quickfix
-    from locedit.builtin.classifier import ShapesClassifier
     from locedit.evaluate.edit_eval import EvalSettings
     from locedit.evaluate.results import write_results
     from locedit.evaluate.run import builtin_suite, evaluate
@@ -87,7 +86,6 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
     try:
         torch.manual_seed(0)
         pipe = load_pipeline("builtin:shapes")
-        classifier = ShapesClassifier.load()
         probes_file = work / "probes.jsonl"
         probes = shapes_probes()[: cfg.probe_count]
         probes_file.write_text("".join(json.dumps(p) + "\n" for p in probes))
