@@ -51,3 +51,17 @@ def atomic_dir(path: str | Path):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def read_jsonl(path: str | Path, error: type[Exception]) -> list[tuple[object, str]]:
+    """(record, "path:line") for every JSON line of `path`; blank lines and lines starting with "#"
+    are skipped. A line that is not JSON raises `error` naming it."""
+    records = []
+    for number, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        try:
+            records.append((json.loads(line), f"{path}:{number}"))
+        except json.JSONDecodeError as err:
+            raise error(f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line") from None
+    return records

@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from locedit.errors import LoceditError
-from locedit.io import atomic_path
+from locedit.io import atomic_path, read_jsonl
 
 EFFICACY_GROUPS = ("efficacy", "generality")
 SPECIFICITY_GROUPS = ("neighbours", "attributes", "entities")
@@ -99,19 +99,11 @@ def _item_from_json(obj: dict, where: str) -> EvalItem:
 
 
 def read_suite(path: str | Path) -> list[EvalItem]:
-    """Items of a JSONL suite file (blank lines skipped); SuiteError names the bad line."""
+    """Items of a JSONL suite file (blank and "#" lines skipped); SuiteError names the bad line."""
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"suite file {str(path)!r} does not exist")
-    items = []
-    for n, line in enumerate(file.read_text().splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise SuiteError(f"{path}:{n}: not JSON ({err.msg})") from None
-        items.append(_item_from_json(obj, f"{path}:{n}"))
+    items = [_item_from_json(obj, where) for obj, where in read_jsonl(file, SuiteError)]
     check_items(items)
     return items
 

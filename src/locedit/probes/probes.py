@@ -7,11 +7,11 @@ value a scorer should look for (e.g. the colour "red"); without it the subject t
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from locedit.errors import LoceditError
+from locedit.io import read_jsonl
 
 # Attributes the shipped probe set covers; user files may name others.
 ATTRIBUTES = ("object", "style", "color", "action", "viewpoint")
@@ -68,15 +68,7 @@ def load_probes(source: str | Path) -> list[Probe]:
     path = DEFAULT_PROBES if str(source) == "default" else Path(source).expanduser()
     if not path.is_file():
         raise ProbeFileError(f"probe file {str(path)!r} not found; give a JSONL file or 'default'")
-    probes = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise ProbeFileError(f"{path}:{number}: not valid JSON ({err.msg}); one JSON object per line") from None
-        probes.append(_parse(record, f"{path}:{number}"))
+    probes = [_parse(record, where) for record, where in read_jsonl(path, ProbeFileError)]
     if not probes:
         raise ProbeFileError(f"probe file {str(path)!r} holds no records")
     return probes
