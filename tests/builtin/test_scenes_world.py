@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -95,3 +96,22 @@ def test_captions_fit_clip_context_and_name_positions():
     assert world.get_world("scenes") is W
     with pytest.raises(Exception, match="known: shapes, scenes"):
         world.get_world("nope")
+
+
+def test_scenes_tokenizer_round_trips_captions_and_splits_unseen_words(tmp_path):
+    from locedit.models.tiny import clip_tokenizer, clip_tokenizer_files
+
+    bpe = Path(__file__).resolve().parents[1] / "data" / "bpe_simple_vocab_16e6.txt.gz"
+    tok = clip_tokenizer(clip_tokenizer_files(bpe, tmp_path, merges=16000))
+    assert len(tok) == 512 + 16000 + 2
+    rng = np.random.default_rng(0)
+    captions = [W.sample_training_pair(rng)[1] for _ in range(300)]
+    captions += [W.caption(W.record(c), t) for t in W.held_out_templates for c in W.seen_combinations()[::701]]
+    for cap in captions:
+        ids = tok(cap).input_ids
+        assert len(ids) <= 77 and tok.eos_token_id not in ids[1:-1], cap
+        assert tok.decode(ids, skip_special_tokens=True).replace(" ,", ",") == cap
+    for word in ("strriped", "veloriaa", "brenerr", "qzxv"):  # misspellings and nonsense: several subwords, no unknown
+        ids = tok(word, add_special_tokens=False).input_ids
+        assert len(ids) >= 2 and tok.unk_token_id not in ids, word
+        assert tok.decode(ids) == word
