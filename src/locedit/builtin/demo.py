@@ -69,9 +69,10 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
     from tqdm.auto import tqdm
 
     from locedit import load_pipeline, quickfix
+    from locedit.builtin.edit_suite import suite_for_edit
     from locedit.evaluate.edit_eval import EvalSettings
     from locedit.evaluate.results import write_results
-    from locedit.evaluate.run import builtin_suite, evaluate
+    from locedit.evaluate.run import evaluate
     from locedit.report.heatmaps import draw_report
     from locedit.trace import TraceRequest, run_trace
     from locedit.trace.store import read_results
@@ -126,7 +127,7 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
         edit = quickfix(pipe, [(cfg.edit_key, cfg.edit_value)])
         summary["timings_s"]["edit"] = round(time.perf_counter() - t0, 3)
         edit.save(work / "edit.safetensors")
-        items = builtin_suite(edit, per_group=cfg.eval_per_group, seed=0, split="test")
+        items = suite_for_edit(edit, per_group=cfg.eval_per_group, seed=0, split="test")
         settings = EvalSettings(steps=cfg.steps, guidance=cfg.guidance, batch=cfg.eval_batch)
         t0 = time.perf_counter()
         say(f"evaluating the edit on {len(items)} held-out prompts: before, after, and a random ΔW of the same norm ...")

@@ -95,9 +95,9 @@ def _distributed(cpu: bool) -> tuple[int, int, int, Callable[[], None]]:
 
 def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
     """Validate `req` and build its plan; writes nothing. `pipe` skips loading the model."""
-    from locedit.evaluate.scorers import check_scorer_spec, make_scorer
     from locedit.models import load_pipeline, parse_dtype, resolve_device
     from locedit.probes import load_probes, validate_probes
+    from locedit.scorers import check_scorer_spec, make_scorer
 
     _check_request(req)
     probes = load_probes(req.probes)
