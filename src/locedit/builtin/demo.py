@@ -68,11 +68,12 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
     import torch
     from tqdm.auto import tqdm
 
-    from locedit import load_pipeline, quickfix
     from locedit.builtin.edit_suite import suite_for_edit
+    from locedit.edit import quickfix
     from locedit.evaluate.edit_eval import EvalSettings
     from locedit.evaluate.results import write_results
     from locedit.evaluate.run import evaluate
+    from locedit.models import load_pipeline
     from locedit.report.heatmaps import draw_report
     from locedit.trace import TraceRequest, run_trace
     from locedit.trace.store import read_results
