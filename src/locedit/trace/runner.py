@@ -13,8 +13,10 @@ from pathlib import Path
 
 from locedit.errors import InvalidInputError
 from locedit.trace.engine import GenerationSettings, Tracer, TraceSettings, calibrate_noise
+from locedit.trace.execute import execute
 from locedit.trace.layers import parse_text_states, select_unet_cells
-from locedit.trace.store import RunDirError, Unit, execute, plan_units, prepare_run_dir, write_results
+from locedit.trace.plan import Unit, plan_units
+from locedit.trace.store import RunDirError, prepare_run_dir, write_results
 
 
 @dataclass
