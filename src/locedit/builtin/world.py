@@ -141,18 +141,6 @@ def vocabulary() -> list[str]:
     return sorted(words)
 
 
-def max_caption_words() -> int:
-    """The longest caption of the world, in words (the tokenizer adds 2 specials)."""
-    longest = 0
-    for template in all_templates():
-        if "{entity}" in template:
-            rec_words = max(len(caption(replace(r, entity=n), template).split()) for n, r in ENTITIES.items())
-        else:
-            rec_words = len(caption(Record("triangle", "purple", "checkered", "small"), template).split())
-        longest = max(longest, rec_words)
-    return longest
-
-
 # ---------------------------------------------------------------- splits and sampling
 def is_held_out(colour: str, shape: str) -> bool:
     """True for the colour–shape pairs reserved for the compositional test."""
@@ -194,29 +182,6 @@ def sample_training_pair(rng: np.random.Generator) -> tuple[Record, str]:
         rec = sample(rng)
         template = TRAIN_TEMPLATES[int(rng.integers(len(TRAIN_TEMPLATES)))]
     return rec, caption(rec, template)
-
-
-def training_captions() -> set[str]:
-    """Every caption the training distribution can produce (for split checks)."""
-    out: set[str] = set()
-    for s, c, st, z in seen_combinations():
-        for t in TRAIN_TEMPLATES:
-            out.add(caption(Record(s, c, st, z), t))
-    for name, rec in ENTITIES.items():
-        for t in ENTITY_TEMPLATES:
-            out.add(caption(replace(rec, entity=name), t))
-    return out
-
-
-def style_captions(style: str, templates: tuple[str, ...] = TRAIN_TEMPLATES) -> list[str]:
-    """Captions (medium size, seen colour–shape pairs) whose style is ``style``, for evaluation."""
-    return [
-        caption(Record(s, c, style), t)
-        for t in templates
-        for s in SHAPES
-        for c in COLOURS
-        if not is_held_out(c, s)
-    ]
 
 
 # ---------------------------------------------------------------- rendering
