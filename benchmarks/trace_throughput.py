@@ -39,8 +39,8 @@ def _rss_bytes() -> int:
 
 
 def _build(device: str):
-    from locedit.evaluate.scorers import PixelScorer
     from locedit.models.tiny import TinySpec, build_tiny_pipeline, clip_tokenizer_files
+    from locedit.scorers import PixelScorer
     from locedit.trace import GenerationSettings, Tracer, TraceSettings
 
     tok = clip_tokenizer_files(BPE, tempfile.mkdtemp(prefix="locedit_bench_tok_"))

@@ -1,5 +1,6 @@
 """locedit: localize and edit knowledge in text-to-image diffusion models, in closed form."""
 
+import locedit.builtin  # noqa: F401  (registers the `builtin` scorer, judge and suite, so the specs work everywhere)
 from locedit._version import __version__
 from locedit.edit import AblateSettings, Edit, ESDSettings, QuickFixConfig, UCESettings, ablate, esd, quickfix, uce
 from locedit.evaluate.run import evaluate as eval_edit

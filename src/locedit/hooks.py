@@ -1,9 +1,9 @@
-"""Tiny hook module (in the spirit of baukit): trace one or several modules, retain or edit their
-inputs/outputs, stop the forward early, and always remove the hooks on exit."""
+"""Tiny hook module (in the spirit of baukit): trace a module, retain or edit its input/output,
+stop the forward early, and always remove the hook on exit."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import torch
@@ -58,21 +58,6 @@ class Trace(AbstractContextManager):
 
     def __exit__(self, exc_type, exc, tb) -> bool:
         self.close()
-        return exc_type is not None and issubclass(exc_type, StopForward)
-
-
-class TraceDict(dict, AbstractContextManager):
-    """Several Traces at once, keyed by name; `stop` stops after the last of `modules` in order."""
-
-    def __init__(self, modules: Iterable[tuple[str, torch.nn.Module]], stop: bool = False, **kwargs):
-        super().__init__()
-        items = list(modules)
-        for i, (name, module) in enumerate(items):
-            self[name] = Trace(module, stop=stop and i == len(items) - 1, **kwargs)
-
-    def __exit__(self, exc_type, exc, tb) -> bool:
-        for trace in self.values():
-            trace.close()
         return exc_type is not None and issubclass(exc_type, StopForward)
 
 

@@ -35,18 +35,24 @@ def write_json(path: str | Path, obj) -> None:
 
 
 @contextmanager
-def atomic_dir(path: str | Path):
-    """Yield a temporary folder beside `path`; on success it replaces `path` (which must be absent
-    or an empty folder), on error it is removed: a reader never sees a half-written results folder."""
+def atomic_dir(path: str | Path, replace: bool = False):
+    """Yield a temporary folder beside `path`; on success it takes the place of `path`, on error it
+    is removed: a reader never sees a half-written results folder.
+
+    `path` must be absent or an empty folder; with `replace`, any folder (the caller has checked that
+    it may go), removed just before the rename.
+    """
     target = Path(path).resolve()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+    if target.exists() and (not target.is_dir() or (not replace and any(target.iterdir()))):
         raise FileExistsError(f"{str(path)!r} exists and is not an empty folder; choose a new output folder")
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         yield tmp
-        if target.exists():
-            target.rmdir()
+        if target.exists() and replace:
+            shutil.rmtree(target)
+        elif target.exists():
+            target.rmdir()  # empty, checked above
         os.replace(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from locedit.builtin import world
 from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_tokenizer
+
+
+def _training_captions() -> set[str]:
+    """Every caption the training distribution can produce."""
+    out = {world.caption(world.Record(s, c, st, z), t) for s, c, st, z in world.seen_combinations()
+           for t in world.TRAIN_TEMPLATES}
+    return out | {world.caption(replace(rec, entity=name), t) for name, rec in world.ENTITIES.items()
+                  for t in world.ENTITY_TEMPLATES}
+
+
+def _max_caption_words() -> int:
+    """The longest caption of the world, in words (its longest words in every template)."""
+    longest = 0
+    for template in world.all_templates():
+        if "{entity}" in template:
+            words = max(len(world.caption(replace(r, entity=n), template).split()) for n, r in world.ENTITIES.items())
+        else:
+            words = len(world.caption(world.Record("triangle", "purple", "checkered", "small"), template).split())
+        longest = max(longest, words)
+    return longest
 
 
 def test_sampling_and_rendering_are_deterministic():
@@ -26,7 +48,7 @@ def test_held_out_pairs_never_in_training():
     seen = world.seen_combinations()
     assert not any(world.is_held_out(c, s) for s, c, _, _ in seen)
     held_phrases = [f"{c} {s}" for c, s in world.HELD_OUT_PAIRS]
-    captions = world.training_captions()
+    captions = _training_captions()
     for cap in captions:
         for phrase in held_phrases:
             assert phrase not in cap, (phrase, cap)
@@ -40,7 +62,7 @@ def test_held_out_pairs_never_in_training():
 
 
 def test_held_out_templates_are_new_captions():
-    captions = world.training_captions()
+    captions = _training_captions()
     for template in world.HELD_OUT_TEMPLATES:
         assert template not in world.TRAIN_TEMPLATES
         for s, c, st, z in world.seen_combinations()[:40]:
@@ -53,7 +75,6 @@ def test_vocabularies_artists_entities():
     assert all(len(name.split()) == 2 for name in world.ARTISTS)
     for name, rec in world.ENTITIES.items():
         assert not world.is_held_out(rec.colour, rec.shape), name
-    assert "striped" in world.style_captions("striped")[0] or "karl brenner" in world.style_captions("striped")[0]
 
 
 def test_every_caption_fits_the_tokenizer(tmp_path):
@@ -63,6 +84,6 @@ def test_every_caption_fits_the_tokenizer(tmp_path):
     assert tok.model_max_length == MODEL_MAX_LENGTH
     for word in world.vocabulary():
         assert len(tok(word, add_special_tokens=False).input_ids) == 1, word
-    assert world.max_caption_words() + 2 <= MODEL_MAX_LENGTH
+    assert _max_caption_words() + 2 <= MODEL_MAX_LENGTH
     ids = tok("a small purple triangle in the style of ivo marek").input_ids
     assert ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id and len(ids) == 12

@@ -19,7 +19,7 @@ def test_shapes_world_is_unchanged():
     recs = [world.sample(rng) for _ in range(50)] + [world.sample(rng, held_out=True) for _ in range(20)]
     digest = hashlib.sha256(world.render_batch(recs).tobytes()).hexdigest()
     assert digest == "d9d634eb54df1a39d1f15045bf53c224e0ab8d82b01b2939076843e97935d4dd"
-    assert len(world.training_captions()) == 1332 and world.max_caption_words() == 13
+    assert len(world.SHAPES_WORLD.training_captions()) == 1332
     assert all(r.position is None and "position" not in r.attributes for r in recs)
 
 
@@ -92,7 +92,6 @@ def test_captions_fit_clip_context_and_name_positions():
     cap = W.caption(rec, W.train_templates[0])
     assert "large orange heart on the left" in cap
     assert "on the left" not in W.caption(replace(rec, position="centre"), W.train_templates[0])
-    assert W.max_caption_words() <= 20
     assert world.get_world("scenes") is W
     with pytest.raises(Exception, match="known: shapes, scenes"):
         world.get_world("nope")

@@ -42,12 +42,12 @@ def test_closed_form_is_ridge_optimum(load_tiny, positions):
 
 
 def test_covariance_regularised_form_is_its_optimum(load_tiny):
-    from locedit.edit.quickfix import key_second_moment
+    from locedit.edit.quickfix import corpus_moment
 
     handle = text_encoders(load_tiny("sd1"))[0]
     rows = ridge_rows(handle, "last+after")
     w = handle.module("attn_out", 0).weight.detach().double()
-    cov = 5.0 * key_second_moment(handle, ["a photo of a cat", "a red car", "monet"])
+    cov = 5.0 * corpus_moment(handle, ["a photo of a cat", "a red car", "monet"])[0]
     lam = 0.01
     w_new = solve_ridge(w, rows.keys, rows.values, lam, cov)
     grad = objective_gradient(w_new, w, rows.keys, rows.values, lam) + (w_new - w) @ cov
@@ -242,20 +242,24 @@ def test_default_corpus_keeps_corpus_captions_in_place(load_tiny, tiny_dirs, tmp
         quickfix(pipe, [("van gogh", "painting")], corpus=[])
 
 
-def test_second_moment_cache_follows_the_weights(load_tiny):
-    from locedit.edit.quickfix import _second_moment, key_second_moment
+def test_corpus_sums_cache_follows_the_weights(load_tiny):
+    from locedit.edit.cache import disk_cache
+    from locedit.edit.quickfix import _corpus_sums, _key_sums
 
     handle = text_encoders(load_tiny("sd1"))[0]
     captions = ["a photo of a cat", "a red car"]
-    first = key_second_moment(handle, captions)
-    assert key_second_moment(handle, captions) is first  # reused
-    with torch.no_grad():
-        handle.module("attn_out", 0).weight.mul_(2.0)  # the edited weight does not enter the keys
-    assert key_second_moment(handle, captions) is first
-    with torch.no_grad():
-        handle.module("token_embedding").weight.mul_(1.5)
-    again = key_second_moment(handle, captions)
-    assert again is not first and torch.equal(again, _second_moment(handle, captions, 0, 64))
+    with disk_cache(False):  # memory only: what is reused is the in-memory entry
+        first = _corpus_sums(handle, captions, 0)
+        assert _corpus_sums(handle, captions, 0) is first  # reused
+        with torch.no_grad():
+            handle.module("attn_out", 0).weight.mul_(2.0)  # the edited weight does not enter the keys
+        assert _corpus_sums(handle, captions, 0) is first
+        with torch.no_grad():
+            handle.module("token_embedding").weight.mul_(1.5)
+        again = _corpus_sums(handle, captions, 0)
+    total, count = _key_sums(handle, captions, 0, 64)
+    assert again is not first and again[0] == captions and torch.equal(again[1], total) and again[2] == count
+    assert not torch.equal(again[1], first[1])
 
 
 def test_concept_matching_and_mining():
@@ -273,7 +277,7 @@ def test_concept_matching_and_mining():
 
 
 def test_corpus_term_leaves_out_captions_naming_the_key(load_tiny):
-    from locedit.edit.quickfix import _second_moment, corpus_moment
+    from locedit.edit.quickfix import _key_sums, corpus_moment
 
     handle = text_encoders(load_tiny("sd1"))[0]
     corpus = ["a photo of a cat", "a wheat field by van gogh", "a red car", "van gogh at night", "a dog"]
@@ -282,7 +286,8 @@ def test_corpus_term_leaves_out_captions_naming_the_key(load_tiny):
     rest = [c for c in corpus if c not in naming]
     assert used == rest
     # the cached whole-corpus sum minus the excluded captions equals the moment of the rest
-    assert torch.allclose(moment, _second_moment(handle, rest, 0, 64), rtol=1e-10, atol=1e-12)
+    total, count = _key_sums(handle, rest, 0, 64)
+    assert torch.allclose(moment, total / count, rtol=1e-10, atol=1e-12)
 
 
 def test_mined_corpus_captions_carry_the_edit_into_context(load_tiny):

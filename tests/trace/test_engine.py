@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from locedit.evaluate.scorers import PixelScorer
 from locedit.probes import Probe
+from locedit.scorers import PixelScorer
 from locedit.trace import GenerationSettings, Tracer, TraceSettings, UNetCell, select_unet_cells
 from locedit.trace.engine import effect
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from locedit.evaluate.scorers import PixelScorer
 from locedit.probes import Probe
+from locedit.scorers import PixelScorer
 from locedit.trace import GenerationSettings, Tracer, TraceSettings, select_unet_cells
 from locedit.trace.engine import effect
 

@@ -1,18 +1,21 @@
-"""Result store: resume after SIGKILL gives the uninterrupted table; a 2-process sharded run
-(torchrun, gloo on CPU) gives exactly the single-process table; run-dir misuse is refused."""
+"""Result store, plan and execution: resuming a run stopped midway (by its progress callback, as a
+kill would) gives the uninterrupted table; a 2-process sharded run (torchrun, gloo on CPU) gives
+exactly the single-process table; run-dir misuse is refused."""
 
 from __future__ import annotations
 
 import csv
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
+import pytest
 
 from locedit.cli import main
+from locedit.trace import TraceRequest, plan_trace, run_trace
+from locedit.trace.execute import execute
+from locedit.trace.store import prepare_run_dir, write_results
 
 
 def _args(model, probes, out, *extra):
@@ -34,33 +37,53 @@ def _rows(path):
 UNET = ("--layers", "attn2,block", "--batch", "2")
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tiny_dirs, probe_file, tmp_path):
+class Killed(Exception):
+    """What the progress callback raises to stop a run midway, as a kill would."""
+
+
+def _kill_after(units: int):
+    """A progress callback that lets `units` units finish, then stops the run."""
+    done = []
+
+    def progress(cells: int) -> None:
+        done.append(cells)
+        if len(done) == units:
+            raise Killed
+
+    return progress
+
+
+def _request(model, probes, out, resume=False) -> TraceRequest:
+    return TraceRequest(model=str(model), out=str(out), probes=str(probes), layers=["attn2", "block"], batch=2,
+                        steps=2, guidance=5.0, resume=resume)
+
+
+def test_resume_after_an_interrupted_run_matches_uninterrupted(tiny_dirs, probe_file, tmp_path):
     model = tiny_dirs["sd1"]
-    assert main(_args(model, probe_file, tmp_path / "ref", *UNET)) == 0
-    reference = (tmp_path / "ref" / "results.csv").read_text()
-    total = len(_rows(tmp_path / "ref" / "results.csv"))
-    assert total == 2 * 12
+    reference = run_trace(_request(model, probe_file, tmp_path / "ref")).read_text()
+    total = len(reference.splitlines()) - 1
+    assert total == 2 * 12  # 12 units of 2 cells
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "locedit", *_args(model, probe_file, out, *UNET)],
-                            env=_env(LOCEDIT_TRACE_UNIT_DELAY="0.4"), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.time() + 180
-    while time.time() < deadline and proc.poll() is None:
-        if len(list((out / "cells").glob("*.json"))) >= 4 if (out / "cells").is_dir() else False:
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, proc.stderr.read().decode()
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    done = len(list((out / "cells").glob("*.json")))
-    assert 0 < done < total and not (out / "results.csv").exists()
+    plan = plan_trace(_request(model, probe_file, out))
+    prepare_run_dir(out, plan.config, resume=False)
+    with pytest.raises(Killed):
+        execute(plan.tracer, plan.probes, plan.units, out, "unet", plan.nu, progress=_kill_after(3))
+    records = sorted((out / "cells").glob("*.json"))
+    assert [p.stem for p in records] == [f"P0000_S0_C{i:05d}" for i in range(6)]
+    assert not (out / "results.csv").exists()
+    records.pop().unlink()  # as if killed between the two record writes of the third unit
+    kept = {p: p.stat().st_mtime_ns for p in records}
 
-    assert main(_args(model, probe_file, out, *UNET, "--resume")) == 0
-    assert (out / "results.csv").read_text() == reference
-    ids = [row["cell_id"] for row in _rows(out / "results.csv")]
-    assert len(ids) == len(set(ids)) == total
-    assert not list(out.rglob("*.tmp"))
+    resumed = plan_trace(_request(model, probe_file, out, resume=True))
+    prepare_run_dir(out, resumed.config, resume=True)
+    covered = []
+    computed = execute(resumed.tracer, resumed.probes, resumed.units, out, "unet", resumed.nu,
+                       progress=covered.append)
+    assert computed == 12 - 2 and sum(covered) == total  # the cut unit again, whole; the two finished ones not
+    assert write_results(out, resumed.units).read_text() == reference
+    assert {p: p.stat().st_mtime_ns for p in records} == kept  # records of the killed run are not rewritten
+    assert len(list((out / "cells").glob("*.json"))) == total and not list(out.rglob("*.tmp"))
 
 
 def test_resume_of_finished_run_computes_nothing(tiny_dirs, probe_file, tmp_path):

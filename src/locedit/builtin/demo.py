@@ -9,13 +9,11 @@ and a summary table.
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from locedit.io import write_json
+from locedit.io import atomic_dir, write_json
 
 DEMO_MARKER = "demo.json"
 
@@ -57,68 +55,43 @@ def _check_out(out: Path) -> None:
         raise FileExistsError(f"--out {str(out)!r} exists and is not an earlier demo folder; choose a new folder")
 
 
-def _top_cells(rows: list[dict], key, n: int = 3) -> list[dict]:
+def _top_cells(rows: list[dict], component: str, n: int = 5) -> list[dict]:
+    """The `n` most causal single states of a trace's rows: self-attention outputs for the text
+    encoder (restoring the residual stream at the subject trivially restores everything), layers
+    below whole blocks for the UNet."""
+    if component == "text-encoder":
+        rows = [r for r in rows if r["state"] == "attn"] or rows
+        fields = ("prompt", "layer", "token", "state")
+    else:
+        rows = [r for r in rows if r["state"] != "block"] or rows
+        fields = ("prompt", "layer", "state")
     scored = [r for r in rows if r.get("effect") not in ("", None)]
     best = sorted(scored, key=lambda r: -float(r["effect"]))[:n]
-    return [key(r) | {"effect": round(float(r["effect"]), 3)} for r in best]
+    return [{f: r[f] for f in fields} | {"effect": round(float(r["effect"]), 3)} for r in best]
 
 
 def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = None, quiet: bool = False) -> dict:
     """Run the demo into `out` (replaced if it holds an earlier demo); returns the summary dict."""
     import torch
-    from tqdm.auto import tqdm
 
-    from locedit import load_pipeline, quickfix
-    from locedit.evaluate.edit_eval import EvalSettings
-    from locedit.evaluate.results import write_results
-    from locedit.evaluate.run import builtin_suite, evaluate
-    from locedit.report.heatmaps import draw_report
-    from locedit.trace import TraceRequest, run_trace
-    from locedit.trace.store import read_results
+    from locedit.edit import quickfix
+    from locedit.models import load_pipeline
 
     cfg = settings or DemoSettings()
     out = Path(out)
     _check_out(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     say = (lambda *a: None) if quiet else print
     t_start = time.perf_counter()
-    try:
+    with atomic_dir(out, replace=True) as work:
         torch.manual_seed(0)
         pipe = load_pipeline("builtin:shapes")
-        probes_file = work / "probes.jsonl"
-        probes = shapes_probes()[: cfg.probe_count]
-        probes_file.write_text("".join(json.dumps(p) + "\n" for p in probes))
+        probes_file = _write_probes(work, cfg.probe_count)
         summary: dict = {"settings": asdict(cfg), "trace": {}, "timings_s": {}}
 
         for component in ("text-encoder", "unet"):
             t0 = time.perf_counter()
             say(f"tracing the {component} ...")
-            run_dir = work / f"trace-{component}"
-            req = TraceRequest(
-                model="builtin:shapes", out=str(run_dir), probes=str(probes_file), component=component,
-                seeds=list(cfg.seeds), steps=cfg.trace_steps, guidance=cfg.guidance, batch=cfg.trace_batch,
-                scorer="builtin", noise=cfg.noise,
-                layers=list(cfg.text_states) if component == "text-encoder" else (list(cfg.unet_layers) if cfg.unet_layers else None),
-            )
-            run_trace(req, pipe=pipe, quiet=quiet)
-            draw_report(run_dir, work / "heatmaps")
-            rows = read_results(run_dir)
-            # The most causal single states: self-attention outputs for the text encoder (restoring the
-            # residual stream at the subject trivially restores everything), layers below whole blocks
-            # for the UNet.
-            if component == "text-encoder":
-                rows = [r for r in rows if r["state"] == "attn"] or rows
-                key = lambda r: {"prompt": r["prompt"], "layer": r["layer"], "token": r["token"], "state": r["state"]}  # noqa: E731
-            else:
-                rows = [r for r in rows if r["state"] != "block"] or rows
-                key = lambda r: {"prompt": r["prompt"], "layer": r["layer"], "state": r["state"]}  # noqa: E731
-            config = json.loads((run_dir / "config.json").read_text())
-            summary["trace"][component] = {
-                "noise": config.get("noise"),
-                "cells": int(config.get("cells", len(rows))),
-                "top_cells": _top_cells(rows, key, n=5),
-            }
+            summary["trace"][component] = _trace(pipe, component, cfg, probes_file, work, quiet)
             summary["timings_s"][f"trace_{component}"] = round(time.perf_counter() - t0, 1)
 
         say(f"editing: {cfg.edit_key!r} -> {cfg.edit_value!r} with DIFF-QUICKFIX ...")
@@ -126,32 +99,80 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
         edit = quickfix(pipe, [(cfg.edit_key, cfg.edit_value)])
         summary["timings_s"]["edit"] = round(time.perf_counter() - t0, 3)
         edit.save(work / "edit.safetensors")
-        items = builtin_suite(edit, per_group=cfg.eval_per_group, seed=0, split="test")
-        settings = EvalSettings(steps=cfg.steps, guidance=cfg.guidance, batch=cfg.eval_batch)
+
         t0 = time.perf_counter()
-        say(f"evaluating the edit on {len(items)} held-out prompts: before, after, and a random ΔW of the same norm ...")
-        with tqdm(total=3 * len(items), desc="evaluate", unit="image", disable=quiet) as bar:
-            report, info = evaluate(pipe, edit, items, "builtin", settings, progress=bar.update)
-        write_results(report, work / "eval", {"model": "builtin:shapes", "edit": "edit.safetensors", **info})
+        summary["edit"] = _evaluate(pipe, edit, cfg, work, quiet, say)
         summary["timings_s"]["evaluate"] = round(time.perf_counter() - t0, 1)
-        summary["edit"] = {
-            "pairs": edit.meta["pairs"],
-            "settings": {k: edit.meta[k] for k in ("lam", "positions", "templates", "preserve", "layer", "corpus_weight",
-                                                   "corpus_keys", "module", "vocab_weight")},
-            "rows": report.rows(),
-            "weight": report.weight,
-        }
         summary["timings_s"]["total"] = round(time.perf_counter() - t_start, 1)
-        (work / "summary.md").write_text(summary_markdown(summary))
-        write_json(work / "summary.json", summary)
-        write_json(work / DEMO_MARKER, {"locedit_demo": True})
-        if out.exists():
-            shutil.rmtree(out)
-        work.rename(out)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
+        _write_summary(work, summary)
     return summary
+
+
+def _write_probes(work: Path, count: int) -> Path:
+    """The first `count` of shapes_probes() as a probe file in `work`."""
+    probes_file = work / "probes.jsonl"
+    probes_file.write_text("".join(json.dumps(p) + "\n" for p in shapes_probes()[:count]))
+    return probes_file
+
+
+def _trace(pipe, component: str, cfg: DemoSettings, probes_file: Path, work: Path, quiet: bool) -> dict:
+    """Trace `component` into work/trace-<component> and draw its heatmaps; its summary entry
+    (noise, cells, top cells)."""
+    from locedit.report.heatmaps import draw_report
+    from locedit.trace import TraceRequest, run_trace
+    from locedit.trace.store import read_results
+
+    run_dir = work / f"trace-{component}"
+    if component == "text-encoder":
+        layers = list(cfg.text_states)
+    else:
+        layers = list(cfg.unet_layers) if cfg.unet_layers else None
+    req = TraceRequest(
+        model="builtin:shapes", out=str(run_dir), probes=str(probes_file), component=component,
+        seeds=list(cfg.seeds), steps=cfg.trace_steps, guidance=cfg.guidance, batch=cfg.trace_batch,
+        scorer="builtin", noise=cfg.noise, layers=layers,
+    )
+    run_trace(req, pipe=pipe, quiet=quiet)
+    draw_report(run_dir, work / "heatmaps")
+    rows = read_results(run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    return {
+        "noise": config.get("noise"),
+        "cells": int(config.get("cells", len(rows))),
+        "top_cells": _top_cells(rows, component),
+    }
+
+
+def _evaluate(pipe, edit, cfg: DemoSettings, work: Path, quiet: bool, say) -> dict:
+    """Judge `edit` on the held-out builtin suite (before, after, null control) into work/eval; the
+    summary's edit entry (pairs, settings, rates, weight change)."""
+    from tqdm.auto import tqdm
+
+    from locedit.builtin.edit_suite import suite_for_edit
+    from locedit.evaluate.edit_eval import EvalSettings
+    from locedit.evaluate.results import write_results
+    from locedit.evaluate.run import evaluate
+
+    items = suite_for_edit(edit, per_group=cfg.eval_per_group, seed=0, split="test")
+    settings = EvalSettings(steps=cfg.steps, guidance=cfg.guidance, batch=cfg.eval_batch)
+    say(f"evaluating the edit on {len(items)} held-out prompts: before, after, and a random ΔW of the same norm ...")
+    with tqdm(total=3 * len(items), desc="evaluate", unit="image", disable=quiet) as bar:
+        report, info = evaluate(pipe, edit, items, "builtin", settings, progress=bar.update)
+    write_results(report, work / "eval", {"model": "builtin:shapes", "edit": "edit.safetensors", **info})
+    return {
+        "pairs": edit.meta["pairs"],
+        "settings": {k: edit.meta[k] for k in ("lam", "positions", "templates", "preserve", "layer", "corpus_weight",
+                                               "corpus_keys", "module", "vocab_weight")},
+        "rows": report.rows(),
+        "weight": report.weight,
+    }
+
+
+def _write_summary(work: Path, summary: dict) -> None:
+    """summary.md, summary.json and the marker that lets a later demo replace this folder."""
+    (work / "summary.md").write_text(summary_markdown(summary))
+    write_json(work / "summary.json", summary)
+    write_json(work / DEMO_MARKER, {"locedit_demo": True})
 
 
 def summary_markdown(summary: dict) -> str:

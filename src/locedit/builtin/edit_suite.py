@@ -21,7 +21,7 @@ import numpy as np
 
 from locedit.builtin import world
 from locedit.errors import InvalidInputError
-from locedit.evaluate.suite import EvalItem, normalize_caption
+from locedit.evaluate.suite import EvalItem, SuiteError, normalize_caption
 
 DEV_TEMPLATES: tuple[str, ...] = world.HELD_OUT_TEMPLATES
 DEV_ENTITY_TEMPLATES: tuple[str, ...] = ("an image of {entity}",)
@@ -190,6 +190,16 @@ def edit_suite(
         suite += draw(entity_templates, entity)
     suite += draw(every, other_route)
     return suite
+
+
+def suite_for_edit(edit, per_group: int = 40, seed: int = 0, split: str = "test") -> list[EvalItem]:
+    """The suite of `edit` (one pair of world concepts): `edit_suite` of its pair, disjoint from its fit
+    captions. Registered as the ``builtin`` suite (locedit.builtin.plugins)."""
+    pairs = edit.meta.get("pairs") or []
+    if len(pairs) != 1:
+        raise SuiteError(f"the builtin suite judges one (key, value) pair; this edit has {len(pairs)}: give --suite FILE")
+    key, value = pairs[0]
+    return edit_suite(key, value, n=per_group, seed=seed, split=split, exclude=edit.meta.get("fit_captions", ()))
 
 
 def _corpus() -> list[str]:

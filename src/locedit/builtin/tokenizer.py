@@ -8,8 +8,9 @@ becomes a single ``word</w>`` token; unknown words fall back to letters.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
+
+from locedit.io import atomic_path
 
 BOS = "<|startoftext|>"
 EOS = "<|endoftext|>"
@@ -73,10 +74,9 @@ def build_vocab(words: list[str]) -> tuple[dict[str, int], list[tuple[str, str]]
 
 
 def _write_text(path: Path, text: str) -> None:
-    """Atomic text write (temp file + os.replace)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    """Write `text` (UTF-8) to `path`, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_tokenizer(folder: str | Path, words: list[str]) -> Path:

@@ -129,21 +129,6 @@ class World:
                     words.add(token)
         return sorted(words)
 
-    def max_caption_words(self) -> int:
-        """The longest caption of the world, in words (a tokenizer adds 2 specials)."""
-        longest_artist = max(self.artists, key=lambda a: len(a.split()))
-        longest_where = max(self.position_word.values(), key=lambda w: len(w.split()), default="")
-        position = next((p for p, w in self.position_word.items() if w == longest_where), None)
-        rec = Record(self.shapes[0], self.colours[0], self.artists[longest_artist], self.sizes[0], position=position)
-        longest = 0
-        for template in self.all_templates():
-            if "{entity}" in template:
-                n = max(len(self.caption(replace(r, entity=e), template).split()) for e, r in self.entities.items())
-            else:
-                n = len(self.caption(rec, template).split())
-            longest = max(longest, n)
-        return longest
-
     # ------------------------------------------------------------ splits and sampling
     def is_held_out(self, colour: str, shape: str) -> bool:
         """True for the colour–shape pairs reserved for the compositional test."""
@@ -213,17 +198,6 @@ class World:
             for t in self.entity_templates:
                 out.add(self.caption(replace(rec, entity=name), t))
         return out
-
-    def style_captions(self, style: str, templates: tuple[str, ...] | None = None) -> list[str]:
-        """Captions (medium size, default position, seen colour–shape pairs) whose style is ``style``."""
-        position = self.positions[0] if self.positions else None
-        return [
-            self.caption(Record(s, c, style, position=position), t)
-            for t in (self.train_templates if templates is None else templates)
-            for s in self.shapes
-            for c in self.colours
-            if not self.is_held_out(c, s)
-        ]
 
     # ------------------------------------------------------------ rendering
     def _background(self, style: str, rng: np.random.Generator) -> np.ndarray:
@@ -407,21 +381,14 @@ ENTITY_PROB = SHAPES_WORLD.entity_prob
 caption = SHAPES_WORLD.caption
 all_templates = SHAPES_WORLD.all_templates
 vocabulary = SHAPES_WORLD.vocabulary
-max_caption_words = SHAPES_WORLD.max_caption_words
 is_held_out = SHAPES_WORLD.is_held_out
 seen_combinations = SHAPES_WORLD.seen_combinations
 held_out_combinations = SHAPES_WORLD.held_out_combinations
 sample = SHAPES_WORLD.sample
 sample_training_pair = SHAPES_WORLD.sample_training_pair
-training_captions = SHAPES_WORLD.training_captions
 object_mask = SHAPES_WORLD.object_mask
 render = SHAPES_WORLD.render
 render_batch = SHAPES_WORLD.render_batch
-
-
-def style_captions(style: str, templates: tuple[str, ...] = TRAIN_TEMPLATES) -> list[str]:
-    """Captions of the shapes world (medium size, seen colour–shape pairs) whose style is ``style``."""
-    return SHAPES_WORLD.style_captions(style, templates)
 
 
 def template_uses_artist(template: str) -> bool:

@@ -4,9 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from contextlib import nullcontext
@@ -16,6 +13,7 @@ from locedit.commands.baseline_cmds import add_baseline_args, check_method_args,
 from locedit.commands.common import add_model_args, load_model
 from locedit.edit.quickfix import CORPUS_WEIGHT, MODULES, POSITION_MODES
 from locedit.errors import InvalidInputError
+from locedit.io import atomic_dir
 from locedit.models.loading import hf_progress_bars
 
 
@@ -121,18 +119,8 @@ def check_output_dir(path: str | None) -> None:
 
 def save_pipeline_atomically(pipe, out_dir: str) -> None:
     """save_pretrained into a temporary sibling folder, then rename it into place."""
-    target = Path(out_dir).resolve()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        with hf_progress_bars(False):
-            pipe.save_pretrained(str(tmp), safe_serialization=True)
-        if target.exists():
-            target.rmdir()  # checked empty before
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(out_dir) as tmp, hf_progress_bars(False):
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
 
 
 def run_edit(args) -> int:

@@ -59,9 +59,9 @@ def run(args) -> int:
         raise InvalidInputError("the builtin suite is for built-in models; give --suite FILE (JSONL) for this model")
     judge = ClipJudge(judge_spec.removeprefix("clip:"), tolerance=args.tolerance) if judge_spec.startswith("clip:") else make_judge(judge_spec)
     if suite == "builtin":
-        from locedit.evaluate.run import builtin_suite
+        from locedit.builtin.edit_suite import suite_for_edit
 
-        suite = builtin_suite(edit, args.per_group, args.seed, args.split)
+        suite = suite_for_edit(edit, args.per_group, args.seed, args.split)
     pipe = load_model(args)
     with tqdm(total=(2 + settings.null) * len(suite), desc="eval", unit="image", disable=args.quiet) as bar:
         report, info = evaluate(pipe, edit, suite, judge, settings, allow_overlap=args.allow_overlap, progress=bar.update)

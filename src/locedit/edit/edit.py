@@ -108,9 +108,6 @@ class Edit:
         self._replaced = None
         return self
 
-    def is_applied(self, pipe) -> bool:
-        return all(torch.equal(p.detach().cpu(), self.after[n].to(p.dtype)) for n, p in self._params(pipe).items())
-
     def save(self, path: str | Path) -> Path:
         """Write the edit as one safetensors file (atomically)."""
         tensors = {}

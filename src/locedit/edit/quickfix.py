@@ -303,10 +303,11 @@ def encodable(handle: TextEncoderHandle, captions: Sequence[str]) -> list[str]:
     return _encodable_ids(handle, list(captions))[0]
 
 
-# Second moments by text encoder: {(layer, captions, weight versions): C}. Keys depend on the token
-# and position embeddings and on the layers up to `layer`'s attention, not on the edited out_proj,
-# so repeated edits of one model reuse C; any in-place change of those weights changes the key.
-# The corpus' sums also persist on disk between processes (locedit.edit.cache).
+# Corpus key sums by text encoder: {("corpus", kind, layer, captions, weight versions): (usable captions,
+# sum of k k^T, positions)}. Keys depend on the token and position embeddings and on the layers up to
+# `layer`'s attention, not on the edited projection, so repeated edits of one model reuse the sums; any
+# in-place change of those weights changes the key. The sums also persist on disk between processes
+# (locedit.edit.cache).
 _MOMENTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
 _VOCAB: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()  # vocabulary priors
 
@@ -323,21 +324,11 @@ def _weights_version(handle: TextEncoderHandle, layer: int, kind: str = "attn_ou
     return tuple((t.data_ptr(), t._version) for t in key_parameters(handle, layer, kind).values())
 
 
-def key_second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int = 0, batch: int = 64, kind: str = "attn_out") -> torch.Tensor:
-    """C = mean of k k^T over every position of every caption, (d_in, d_in), float64 (cached)."""
-    key = (kind, layer, tuple(captions), _weights_version(handle, layer, kind))
-    cache = _MOMENTS.setdefault(handle.encoder, {})
-    if key not in cache:
-        cache.clear()  # one entry per encoder: the latest corpus and weights
-        cache[key] = _second_moment(handle, captions, layer, batch, kind)
-    return cache[key]
-
-
 def corpus_moment(
     handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, exclude: Sequence[str] = (), kind: str = "attn_out"
 ) -> tuple[torch.Tensor | None, list[str]]:
     """(C, used captions): the second moment of keys over the captions of `corpus` this encoder can
-    encode, leaving out those in `exclude`. The whole corpus' sum is cached like key_second_moment
+    encode, leaving out those in `exclude`. The whole corpus' sum is cached in memory
     (filtering and the forward pass run once per model, corpus and layer), and on disk between
     processes (locedit.edit.cache); excluded captions are subtracted from it."""
     usable, total, count = _corpus_sums(handle, corpus, layer, kind)
@@ -422,13 +413,6 @@ def _key_sum_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch
         total = x.T @ x if total is None else total + x.T @ x
         count += x.shape[0]
     return total, count
-
-
-def _second_moment(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int, kind: str = "attn_out") -> torch.Tensor:
-    if not captions:
-        raise InvalidInputError("the covariance corpus is empty; give at least one caption")
-    total, count = _key_sums(handle, captions, layer, batch, kind)
-    return total / count
 
 
 def synthetic_captions(corpus: Sequence[str], keys: Sequence[str], n: int, max_words: int, seed: int = 0) -> list[str]:

@@ -135,11 +135,6 @@ def check_training(steps: int, lr: float, seed: int) -> None:
         raise InvalidInputError(f"seed must be a non-negative integer (got {seed!r})")
 
 
-def linear_modules(unet: torch.nn.Module, kinds: tuple[type, ...] = (torch.nn.Linear, torch.nn.Conv2d)):
-    """(module path, module) of the UNet's modules of types `kinds`, in module order."""
-    return [(path, m) for path, m in unet.named_modules() if isinstance(m, kinds)]
-
-
 def parameter_names(unet: torch.nn.Module, include: Callable[[str, str], bool]) -> list[str]:
     """Canonical names "unet.<path>.<param>" of the parameters for which include(module path, param) holds."""
     names = []

@@ -3,8 +3,8 @@
 A judge reads one batch of images into JSON-serialisable observations (`observe`), and compares an
 item's observation before the edit with the one after (`outcome`, same seed). Two judges:
 
-- `ClassifierJudge` (``builtin``): attribute labels from a classifier (the built-in model's); an
-  image "shows" a set of attribute values when every label matches.
+- `ClassifierJudge`: attribute labels from a classifier (``builtin``: the built-in model's, registered
+  by `locedit.builtin`); an image "shows" a set of attribute values when every label matches.
 - `ClipJudge` (``clip:PATH``): CLIP-Score, as the paper scores edits. Efficacy items: the key is
   drawn when the image is closer to ``key_text`` than to ``value_text``; specificity items: kept when
   the CLIP-Score against the prompt drops by at most `tolerance` points after the edit.
@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from locedit.evaluate.suite import EFFICACY_GROUPS, EvalItem, SuiteError
+from locedit.scorers.clip import ClipScorer
 
 
 @dataclass(frozen=True)
@@ -110,8 +111,6 @@ class ClipJudge(Judge):
     """
 
     def __init__(self, path: str | Path, tolerance: float = 2.0, device: torch.device | str = "cpu"):
-        from locedit.evaluate.scorers import ClipScorer
-
         self.scorer = ClipScorer(path, device=device)
         self.name = self.scorer.name
         self.tolerance = float(tolerance)
@@ -144,14 +143,32 @@ class ClipJudge(Judge):
         return Outcome(applicable=True, success=after["prompt"] >= before["prompt"] - self.tolerance)
 
 
-def make_judge(spec: str, device: torch.device | str = "cpu") -> Judge:
-    """A judge from its spec: ``builtin`` (the built-in model's classifier) or ``clip:PATH``."""
-    if spec == "builtin":
-        from locedit.builtin import world
-        from locedit.builtin.classifier import ShapesClassifier
+# Judge registry: name -> factory(argument after the colon or None, device) -> Judge. `clip` is
+# registered here, `builtin` (the built-in model's classifier) by `locedit.builtin`.
+JudgeFactory = Callable[[str | None, torch.device | str], Judge]
+JUDGES: dict[str, JudgeFactory] = {}
+_USAGE: dict[str, str] = {}
 
-        values = {"colour": world.COLOURS, "shape": world.SHAPES, "style": world.STYLES, "size": world.SIZES}
-        return ClassifierJudge(ShapesClassifier.load().predict, values, "builtin")
-    if spec.startswith("clip:"):
-        return ClipJudge(spec.removeprefix("clip:"), device=device)
-    raise SuiteError(f"unknown judge {spec!r}; use builtin (built-in models) or clip:PATH (a local CLIP folder)")
+
+def register_judge(name: str, factory: JudgeFactory, usage: str = "") -> None:
+    """Make the judge spec `NAME[:ARG]` build `factory(ARG or None, device)`; `usage` is how the spec
+    is written in error messages (default: `name`)."""
+    JUDGES[name] = factory
+    _USAGE[name] = usage or name
+
+
+def _clip_judge(arg: str | None, device: torch.device | str) -> Judge:
+    if not arg:
+        raise SuiteError("the clip judge needs a folder: clip:PATH (a local transformers CLIP folder)")
+    return ClipJudge(arg, device=device)
+
+
+register_judge("clip", _clip_judge, usage="clip:PATH")
+
+
+def make_judge(spec: str, device: torch.device | str = "cpu") -> Judge:
+    """A judge from its spec: ``clip:PATH``, ``builtin`` (the built-in model's classifier), or any registered name."""
+    name, _, arg = spec.partition(":")
+    if name not in JUDGES:
+        raise SuiteError(f"unknown judge {spec!r}; use one of: {', '.join(_USAGE.values())}")
+    return JUDGES[name](arg or None, device)

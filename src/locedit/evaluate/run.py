@@ -10,18 +10,7 @@ from pathlib import Path
 
 from locedit.evaluate.edit_eval import EvalReport, EvalSettings, evaluate_edit
 from locedit.evaluate.judges import Judge, make_judge
-from locedit.evaluate.suite import EvalItem, SuiteError, overlap, read_suite
-
-
-def builtin_suite(edit, per_group: int = 40, seed: int = 0, split: str = "test") -> list[EvalItem]:
-    """The built-in shapes world's suite for `edit` (one pair of world concepts), disjoint from its fit."""
-    from locedit.builtin.edit_suite import edit_suite
-
-    pairs = edit.meta.get("pairs") or []
-    if len(pairs) != 1:
-        raise SuiteError(f"the builtin suite judges one (key, value) pair; this edit has {len(pairs)}: give --suite FILE")
-    key, value = pairs[0]
-    return edit_suite(key, value, n=per_group, seed=seed, split=split, exclude=edit.meta.get("fit_captions", ()))
+from locedit.evaluate.suite import SUITES, EvalItem, SuiteError, make_suite, overlap, read_suite
 
 
 def check_edit_fits(pipe, edit) -> None:
@@ -51,9 +40,10 @@ def evaluate(
     """Judge `edit` on `pipe` (left as it was).
 
     Args:
-        suite: "builtin" (generated from the shapes world for the edit's pair), a JSONL file, or items.
-        judge: "builtin", "clip:PATH" or a Judge.
-        per_group, seed, split: for the builtin suite (items per group, record/seed choice, test/dev).
+        suite: a generated suite's name ("builtin": drawn from the shapes world for the edit's pair),
+            a JSONL file, or items.
+        judge: "builtin", "clip:PATH" (or another registered judge spec) or a Judge.
+        per_group, seed, split: for a generated suite (items per group, record/seed choice, test/dev).
         allow_overlap: evaluate even when suite prompts are captions the edit was fitted on
             (the rates are then partly in-sample); otherwise that is a SuiteError.
 
@@ -62,8 +52,8 @@ def evaluate(
         and whether the edit recorded its fit captions at all.
     """
     check_edit_fits(pipe, edit)
-    if isinstance(suite, (str, Path)) and str(suite) == "builtin":
-        items, source = builtin_suite(edit, per_group, seed, split), f"builtin ({split} split)"
+    if isinstance(suite, (str, Path)) and str(suite) in SUITES:
+        items, source = make_suite(str(suite), edit, per_group, seed, split), f"{suite} ({split} split)"
     elif isinstance(suite, (str, Path)):
         items, source = read_suite(suite), str(suite)
     else:

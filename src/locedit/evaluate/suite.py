@@ -21,7 +21,7 @@ A JSONL suite has one object per line with the fields of `EvalItem`; ``expect``,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -112,6 +112,24 @@ def write_suite(items: Iterable[EvalItem], path: str | Path) -> None:
     """Write items as JSONL, atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text("".join(json.dumps(it.to_json(), sort_keys=True) + "\n" for it in items))
+
+
+# Generated suites: name -> factory(edit, per_group, seed, split) -> items, for suites a model's world
+# can draw for any edit of it. `builtin` (the built-in shapes world) is registered by `locedit.builtin`.
+SuiteFactory = Callable[..., list[EvalItem]]
+SUITES: dict[str, SuiteFactory] = {}
+
+
+def register_suite(name: str, factory: SuiteFactory) -> None:
+    """Make the suite name `name` build `factory(edit, per_group=..., seed=..., split=...)`."""
+    SUITES[name] = factory
+
+
+def make_suite(name: str, edit, per_group: int = 40, seed: int = 0, split: str = "test") -> list[EvalItem]:
+    """The generated suite `name` for `edit`: `per_group` items per group, drawn with `seed`, in `split`."""
+    if name not in SUITES:
+        raise SuiteError(f"unknown suite {name!r}; give a JSONL suite file, or one of: {', '.join(SUITES) or 'none'}")
+    return SUITES[name](edit, per_group=per_group, seed=seed, split=split)
 
 
 def normalize_caption(text: str) -> str:

@@ -10,16 +10,26 @@ from locedit.models.families import (
     resolve_text_module,
     text_template,
 )
-from locedit.models.loading import ModelNotFoundError, load_pipeline, parse_dtype, resolve_device, resolve_model_path
+from locedit.models.loading import (
+    BUILTIN_MODELS,
+    ModelNotFoundError,
+    builtin_path,
+    load_pipeline,
+    parse_dtype,
+    resolve_device,
+    resolve_model_path,
+)
 from locedit.models.text import TextEncoderHandle, find_subject_span, text_encoders
 
 __all__ = [
+    "BUILTIN_MODELS",
     "FAMILIES",
     "TEXT_TEMPLATES",
     "Family",
     "ModelNotFoundError",
     "TextEncoderHandle",
     "UnsupportedModelError",
+    "builtin_path",
     "detect_family",
     "find_subject_span",
     "load_pipeline",

@@ -12,6 +12,11 @@ from locedit.errors import InvalidInputError, LoceditError
 from locedit.models.families import _SUPPORTED_PIPELINES, UnsupportedModelError, detect_family
 
 BUILTIN_PREFIX = "builtin:"
+# The built-in models ship inside the installed package (locedit/builtin/, which also holds their
+# world, classifier and training code); found by path here, so that loading never imports them.
+_BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
+#: built-in model name -> folder loadable by ``diffusers.StableDiffusionPipeline.from_pretrained``.
+BUILTIN_MODELS: dict[str, Path] = {"shapes": _BUILTIN_DIR / "shapes"}
 
 _DTYPES = {
     "float32": torch.float32,
@@ -50,13 +55,22 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
+def builtin_path(name: str) -> Path:
+    """Folder of the built-in model ``name`` (a leading ``builtin:`` is accepted).
+
+    Raises InvalidInputError naming the available models for an unknown name.
+    """
+    key = name.removeprefix(BUILTIN_PREFIX)
+    if key not in BUILTIN_MODELS:
+        raise InvalidInputError(f"unknown built-in model {name!r}; available: {', '.join(sorted(BUILTIN_MODELS))}")
+    return BUILTIN_MODELS[key]
+
+
 def resolve_model_path(spec: str | Path) -> Path:
     """Folder of a diffusers pipeline named by `spec` (a path or `builtin:NAME`), checked."""
     spec_str = str(spec)
     if spec_str.startswith(BUILTIN_PREFIX):
-        from locedit.builtin import builtin_path
-
-        return builtin_path(spec_str[len(BUILTIN_PREFIX):])
+        return builtin_path(spec_str)
     path = Path(spec_str).expanduser()
     if not path.exists():
         raise ModelNotFoundError(

@@ -99,6 +99,17 @@ def _text_config(spec: TinySpec, act: str, pad_id: int, projection: int | None =
     return CLIPTextConfig(**kwargs)
 
 
+# DDIM with Stable Diffusion's noise schedule (the tiny pipelines' scheduler).
+_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "clip_sample": False,
+    "set_alpha_to_one": False,
+    "steps_offset": 1,
+}
+
+
 def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec | None = None, seed: int = 0):
     """An in-memory random pipeline of `family` ("sd1", "sd2" or "sdxl") with CLIP tokenizers.
 
@@ -106,20 +117,21 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
     (gelu, pads with "!", v-prediction). SDXL: both encoders, the second with a projection, and a
     UNet with text-time conditioning.
     """
-    from diffusers import (
-        AutoencoderKL,
-        DDIMScheduler,
-        StableDiffusionPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
-
+    if family not in ("sd1", "sd2", "sdxl"):
+        raise InvalidInputError(f"unknown tiny family {family!r}; use sd1, sd2 or sdxl")
     spec = spec or TinySpec()
-    torch.manual_seed(seed)
-    ch = spec.unet_channels
-    n = len(ch)
-    vae = AutoencoderKL(
+    torch.manual_seed(seed)  # the modules below are created in a fixed order from this seed
+    vae = _tiny_vae(spec)
+    if family == "sdxl":
+        return _tiny_sdxl(spec, tokenizer_files, vae)
+    return _tiny_sd(family, spec, tokenizer_files, vae)
+
+
+def _tiny_vae(spec: TinySpec):
+    """A two-block random AutoencoderKL (4 latent channels, images of spec.image_size pixels)."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
         in_channels=3,
         out_channels=3,
         down_block_types=("DownEncoderBlock2D",) * 2,
@@ -129,54 +141,64 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
         norm_num_groups=4,
         sample_size=spec.image_size,
     )
-    unet_common = dict(
-        sample_size=spec.image_size // 2,
-        in_channels=4,
-        out_channels=4,
-        down_block_types=("CrossAttnDownBlock2D",) * n,
-        up_block_types=("CrossAttnUpBlock2D",) * n,
-        block_out_channels=ch,
-        layers_per_block=1,
-        norm_num_groups=4,
+
+
+def _unet_kwargs(spec: TinySpec) -> dict:
+    """UNet2DConditionModel settings every family shares: one cross-attention block per width."""
+    n = len(spec.unet_channels)
+    return {
+        "sample_size": spec.image_size // 2,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ("CrossAttnDownBlock2D",) * n,
+        "up_block_types": ("CrossAttnUpBlock2D",) * n,
+        "block_out_channels": spec.unet_channels,
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+    }
+
+
+def _tiny_sd(family: str, spec: TinySpec, tokenizer_files: str | Path, vae):
+    """SD1 or SD2: one text encoder, a UNet attending to it, DDIM (epsilon for SD1, v for SD2)."""
+    from diffusers import DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel
+
+    n = len(spec.unet_channels)
+    tok = clip_tokenizer(tokenizer_files, "<|endoftext|>" if family == "sd1" else "!", spec.context)
+    act = "quick_gelu" if family == "sd1" else "gelu"
+    text_encoder = CLIPTextModel(_text_config(spec, act, tok.pad_token_id)).eval()
+    unet = UNet2DConditionModel(
+        **_unet_kwargs(spec),
+        cross_attention_dim=spec.hidden,
+        attention_head_dim=2 if family == "sd1" else (2,) * n,
+        use_linear_projection=family == "sd2",
     )
-    sched_common = dict(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        clip_sample=False,
-        set_alpha_to_one=False,
-        steps_offset=1,
+    scheduler = DDIMScheduler(**_SCHEDULER, prediction_type="epsilon" if family == "sd1" else "v_prediction")
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tok,
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
     )
-    if family in ("sd1", "sd2"):
-        tok = clip_tokenizer(tokenizer_files, "<|endoftext|>" if family == "sd1" else "!", spec.context)
-        act = "quick_gelu" if family == "sd1" else "gelu"
-        text_encoder = CLIPTextModel(_text_config(spec, act, tok.pad_token_id)).eval()
-        unet = UNet2DConditionModel(
-            **unet_common,
-            cross_attention_dim=spec.hidden,
-            attention_head_dim=2 if family == "sd1" else (2,) * n,
-            use_linear_projection=family == "sd2",
-        )
-        scheduler = DDIMScheduler(**sched_common, prediction_type="epsilon" if family == "sd1" else "v_prediction")
-        return StableDiffusionPipeline(
-            vae=vae,
-            text_encoder=text_encoder,
-            tokenizer=tok,
-            unet=unet,
-            scheduler=scheduler,
-            safety_checker=None,
-            feature_extractor=None,
-            requires_safety_checker=False,
-        )
-    if family != "sdxl":
-        raise InvalidInputError(f"unknown tiny family {family!r}; use sd1, sd2 or sdxl")
+
+
+def _tiny_sdxl(spec: TinySpec, tokenizer_files: str | Path, vae):
+    """SDXL: two text encoders (the second with a projection), a UNet with text-time conditioning."""
+    from diffusers import DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    n = len(spec.unet_channels)
     tok1 = clip_tokenizer(tokenizer_files, "<|endoftext|>", spec.context)
     tok2 = clip_tokenizer(tokenizer_files, "!", spec.context)
     te1 = CLIPTextModel(_text_config(spec, "quick_gelu", tok1.pad_token_id)).eval()
     te2 = CLIPTextModelWithProjection(_text_config(spec, "gelu", tok2.pad_token_id, projection=spec.hidden)).eval()
     time_dim = 8
     unet = UNet2DConditionModel(
-        **unet_common,
+        **_unet_kwargs(spec),
         cross_attention_dim=2 * spec.hidden,
         attention_head_dim=(2,) * n,
         use_linear_projection=True,
@@ -185,7 +207,6 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
         addition_time_embed_dim=time_dim,
         projection_class_embeddings_input_dim=spec.hidden + 6 * time_dim,
     )
-    scheduler = DDIMScheduler(**sched_common)
     return StableDiffusionXLPipeline(
         vae=vae,
         text_encoder=te1,
@@ -193,7 +214,7 @@ def build_tiny_pipeline(family: str, tokenizer_files: str | Path, spec: TinySpec
         tokenizer=tok1,
         tokenizer_2=tok2,
         unet=unet,
-        scheduler=scheduler,
+        scheduler=DDIMScheduler(**_SCHEDULER),
         force_zeros_for_empty_prompt=True,
     )
 

@@ -1,4 +1,5 @@
-"""Causal tracing of the UNet and the text encoder (Basu et al., ICLR 2024): engine, layers, store."""
+"""Causal tracing of the UNet and the text encoder (Basu et al., ICLR 2024): engine, layers,
+the plan of a run, its execution and its result store."""
 
 from locedit.trace.engine import (
     GenerationSettings,

@@ -25,10 +25,10 @@ from dataclasses import dataclass, field
 import torch
 
 from locedit.errors import InvalidInputError
-from locedit.evaluate.scorers import Scorer
 from locedit.hooks import Trace
 from locedit.models import detect_family, find_subject_span, text_encoders
 from locedit.probes import Probe
+from locedit.scorers import Scorer
 from locedit.trace.layers import TEXT_STATES, UNetCell, unet_layers, window
 
 
@@ -127,7 +127,7 @@ class Tracer:
 
     Args:
         pipe: a diffusers SD1.x / SD2.x / SDXL pipeline (see locedit.models).
-        scorer: scores images for a probe (locedit.evaluate.scorers).
+        scorer: scores images for a probe (locedit.scorers).
         generation, settings: see GenerationSettings and TraceSettings.
     """
 

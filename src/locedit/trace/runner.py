@@ -13,8 +13,10 @@ from pathlib import Path
 
 from locedit.errors import InvalidInputError
 from locedit.trace.engine import GenerationSettings, Tracer, TraceSettings, calibrate_noise
+from locedit.trace.execute import execute
 from locedit.trace.layers import parse_text_states, select_unet_cells
-from locedit.trace.store import RunDirError, Unit, execute, plan_units, prepare_run_dir, write_results
+from locedit.trace.plan import Unit, plan_units
+from locedit.trace.store import RunDirError, prepare_run_dir, write_results
 
 
 @dataclass
@@ -95,9 +97,9 @@ def _distributed(cpu: bool) -> tuple[int, int, int, Callable[[], None]]:
 
 def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
     """Validate `req` and build its plan; writes nothing. `pipe` skips loading the model."""
-    from locedit.evaluate.scorers import check_scorer_spec, make_scorer
     from locedit.models import load_pipeline, parse_dtype, resolve_device
     from locedit.probes import load_probes, validate_probes
+    from locedit.scorers import check_scorer_spec, make_scorer
 
     _check_request(req)
     probes = load_probes(req.probes)

@@ -1,5 +1,5 @@
-"""The result store of a trace run: config.json, one atomically written JSON record per cell,
-optional PNGs, and results.csv; plus the plan of work units and their (sharded, resumable) execution.
+"""The result store of a trace run: its directory, config.json, one atomically written JSON record
+per cell, optional PNGs, results.csv and baselines.csv (the plan is plan.py, its execution execute.py).
 
 Layout of a run directory:
 
@@ -9,10 +9,8 @@ Layout of a run directory:
     results.csv                      one row per cell, written by rank 0 when every cell is done
     baselines.csv                    per (prompt, seed): clean and corrupted scores, destroyed flag
 
-A unit is (prompt, seed, up to `batch` consecutive cells); its composition depends only on the
-config, so a resumed or sharded run computes every cell in the same batch as an uninterrupted
-single-process run and gets bitwise the same numbers. A unit with any record missing is recomputed
-whole and only its missing records are written.
+A record is written whole or not at all, so the records present are the work done: resuming checks
+the stored config (`prepare_run_dir`) and computes only the cells without a record.
 """
 
 from __future__ import annotations
@@ -20,19 +18,14 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from locedit.errors import LoceditError
 from locedit.io import atomic_path, write_json
-from locedit.probes import Probe
-from locedit.trace.engine import TextCell, Tracer, effect
-from locedit.trace.layers import UNetCell
+from locedit.trace.plan import Unit
 
 CSV_COLUMNS = (
     "cell_id", "prompt_index", "prompt", "subject", "attribute", "seed", "component", "encoder", "layer",
@@ -45,41 +38,10 @@ RUN_KEYS = (
     "model", "family", "component", "probes", "seeds", "layers", "window", "noise", "steps", "guidance", "batch",
     "restore", "scorer", "min_drop", "height", "width", "dtype", "cells",
 )
-# Seconds to sleep after each unit (testing aid: lets a test kill a run midway). Unset = 0.
-DELAY_ENV = "LOCEDIT_TRACE_UNIT_DELAY"
 
 
 class RunDirError(LoceditError, FileExistsError):
     """The --out directory holds something that is not this run (or --resume is missing)."""
-
-
-@dataclass(frozen=True)
-class Unit:
-    """One lockstep loop: probe `prompt_index`, `seed`, and cells `first .. first + len(cells)`."""
-
-    prompt_index: int
-    seed: int
-    first: int
-    cells: tuple[UNetCell | TextCell, ...]
-
-    def cell_ids(self) -> list[str]:
-        return [cell_id(self.prompt_index, self.seed, self.first + j) for j in range(len(self.cells))]
-
-
-def cell_id(prompt_index: int, seed: int, index: int) -> str:
-    return f"P{prompt_index:04d}_S{seed}_C{index:05d}"
-
-
-def plan_units(probes: Sequence[Probe], seeds: Sequence[int], cells_of: Callable[[int], Sequence],
-               batch: int) -> list[Unit]:
-    """Units in run order: probes × seeds × chunks of `batch` cells (`cells_of(prompt_index)`)."""
-    units = []
-    for pi in range(len(probes)):
-        cells = list(cells_of(pi))
-        for seed in seeds:
-            for first in range(0, len(cells), batch):
-                units.append(Unit(pi, seed, first, tuple(cells[first:first + batch])))
-    return units
 
 
 def prepare_run_dir(out: Path, config: dict, resume: bool) -> dict:
@@ -114,77 +76,23 @@ def _cell_path(out: Path, cid: str) -> Path:
     return out / "cells" / f"{cid}.json"
 
 
-def _save_png(path: Path, image: torch.Tensor) -> None:
+def has_record(out: Path, cid: str) -> bool:
+    """Whether the run in `out` holds the record of cell `cid`."""
+    return _cell_path(out, cid).is_file()
+
+
+def write_record(out: Path, record: dict) -> None:
+    """Write one cell's record (its "cell_id" names the file), atomically."""
+    write_json(_cell_path(out, record["cell_id"]), record)
+
+
+def save_png(out: Path, name: str, image: torch.Tensor) -> None:
+    """Write `image` (3, H, W) float in [0, 1] as images/`name`.png of the run in `out`, atomically."""
     from PIL import Image
 
     array = (image.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    with atomic_path(path) as tmp:
+    with atomic_path(out / "images" / f"{name}.png") as tmp:
         Image.fromarray(array).save(tmp, format="PNG")
-
-
-def cell_record(tracer: Tracer, probes: Sequence[Probe], unit: Unit, j: int, clean: float, corrupted: float,
-                restored: float, component: str, nu: float) -> dict:
-    probe = probes[unit.prompt_index]
-    cell = unit.cells[j]
-    record = {
-        "cell_id": unit.cell_ids()[j],
-        "prompt_index": unit.prompt_index,
-        **probe.to_dict(),
-        "seed": unit.seed,
-        "component": component,
-        "score_clean": clean,
-        "score_corrupted": corrupted,
-        "score_restored": restored,
-        "effect": effect(clean, corrupted, restored),
-        "destroyed": bool(tracer.destroyed(clean, corrupted)),
-        "noise": nu,
-    }
-    if isinstance(cell, UNetCell):
-        record.update(encoder="", layer=cell.label, token="", state=cell.state, window=len(cell.modules),
-                      restored_modules=list(cell.modules))
-    else:
-        record.update(encoder=tracer.handles[cell.encoder].name, layer=cell.layer, token=cell.token,
-                      state=cell.state, window=len(cell.layers), restored_layers=list(cell.layers))
-    return record
-
-
-def execute(tracer: Tracer, probes: Sequence[Probe], units: Sequence[Unit], out: Path, component: str,
-            nu: float, save_images: bool = False, rank: int = 0, world: int = 1,
-            progress: Callable[[int], None] | None = None) -> int:
-    """Compute this rank's units (index % world == rank), skipping units whose records all exist.
-
-    Returns the number of units computed. `progress(n)` is called with the cells each unit covers.
-    """
-    delay = float(os.environ.get(DELAY_ENV, "0") or 0)
-    computed = 0
-    for index, unit in enumerate(units):
-        if index % world != rank:
-            continue
-        ids = unit.cell_ids()
-        missing = [j for j, cid in enumerate(ids) if not _cell_path(out, cid).is_file()]
-        if missing:
-            probe = probes[unit.prompt_index]
-            if component == "unet":
-                result = tracer.run_unet_unit(probe, unit.seed, nu, unit.cells)
-            else:
-                result = tracer.run_text_unit(probe, unit.seed, nu, unit.cells)
-            if save_images:
-                stem = f"P{unit.prompt_index:04d}_S{unit.seed}"
-                if unit.first == 0:
-                    _save_png(out / "images" / f"{stem}_clean.png", result.images[0])
-                    _save_png(out / "images" / f"{stem}_corrupted.png", result.images[1])
-                for j in missing:
-                    _save_png(out / "images" / f"{ids[j]}.png", result.images[2 + j])
-            for j in missing:
-                record = cell_record(tracer, probes, unit, j, result.clean, result.corrupted, result.restored[j],
-                                     component, nu)
-                write_json(_cell_path(out, ids[j]), record)
-            computed += 1
-            if delay:
-                time.sleep(delay)
-        if progress is not None:
-            progress(len(ids))
-    return computed
 
 
 def _csv_value(value) -> str:
