@@ -11,7 +11,6 @@ from safetensors.torch import load_file
 from locedit.builtin import train as T
 
 
-
 def _tiny_config() -> T.TrainConfig:
     c = T.TrainConfig(checkpoint_every=2)
     c.vae.steps, c.vae.batch, c.vae.eval_n = 2, 4, 8
@@ -48,7 +47,7 @@ def test_vae_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     assert a.keys() == b.keys()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
-    assert not list((tmp_path / "resumed").glob("*.tmp"))
+    assert not list((tmp_path / "resumed").glob("*.tmp")) and not list((tmp_path / "resumed").glob(".*"))
 
 
 def test_all_stages_smoke(tmp_path):

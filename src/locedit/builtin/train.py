@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,15 +26,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from locedit.builtin import world
 from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_tokenizer
+from locedit.io import atomic_dir, write_json, write_safetensors
 
 STAGES = ("vae", "clip", "classifier", "unet", "assemble")
-_EPS = 1e-8
 
 
 # ---------------------------------------------------------------- hyper-parameters
@@ -104,20 +104,8 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints
 
 
-# ---------------------------------------------------------------- io helpers
-def _atomic_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically (temp file + os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write safetensors atomically (temp file + os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------- checkpoints
+_PT = {"format": "pt"}  # safetensors metadata transformers and diffusers write (and transformers checks on load)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -155,8 +143,8 @@ class Checkpoint:
         for prefix, module in modules.items():
             tensors.update({f"{prefix}/{k}": v for k, v in module.state_dict().items()})
         tensors.update({f"optim/{k}": v for k, v in _optimizer_tensors(opt).items()})
-        _atomic_safetensors(self.tensors_path, tensors)
-        _atomic_json(self.state_path, {"step": step, **extra})  # written last: marks the pair valid
+        write_safetensors(self.tensors_path, tensors, _PT)
+        write_json(self.state_path, {"step": step, **extra})  # written last: marks the pair valid
 
     def load(self, modules: dict[str, nn.Module], opt: torch.optim.Optimizer) -> dict:
         tensors = load_file(str(self.tensors_path))
@@ -333,7 +321,8 @@ def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: 
     bar = _progress(cfg.steps, start, "vae", quiet)
     for step in range(start, cfg.steps):
         rng, gen = _step_rng(cfg.seed, step)
-        x = to_model_range(world.render_batch([world.sample(rng, held_out=rng.random() < 0.1) for _ in range(cfg.batch)]))
+        records = [world.sample(rng, held_out=rng.random() < 0.1) for _ in range(cfg.batch)]
+        x = to_model_range(world.render_batch(records))
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
         post = vae.encode(x).latent_dist
@@ -354,7 +343,7 @@ def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: 
     vae.register_to_config(scaling_factor=metrics["scaling_factor"])
     vae.save_pretrained(str(out / "vae"), safe_serialization=True)
     metrics["train_s"] = time.time() - t0
-    _atomic_json(out / "vae.done.json", metrics)
+    write_json(out / "vae.done.json", metrics)
     return metrics
 
 
@@ -429,7 +418,7 @@ def train_clip(out: Path, cfg: ClipConfig, quiet: bool = False, checkpoint_every
     metrics = evaluate_clip(text, tower, heads, tok, n=cfg.eval_n)
     save_text_encoder(text, out / "text_encoder")
     metrics["train_s"] = time.time() - t0
-    _atomic_json(out / "clip.done.json", metrics)
+    write_json(out / "clip.done.json", metrics)
     return metrics
 
 
@@ -439,7 +428,7 @@ def save_text_encoder(text_encoder, folder: Path) -> None:
     text_encoder.config.save_pretrained(str(folder))
     sd = text_encoder.state_dict()
     sd = {(k if k.startswith("text_model.") else f"text_model.{k}"): v for k, v in sd.items()}
-    _atomic_safetensors(folder / "model.safetensors", sd)
+    write_safetensors(folder / "model.safetensors", sd, _PT)
 
 
 @torch.no_grad()
@@ -495,16 +484,17 @@ def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, chec
         ckpt.step_done(step + 1, cfg.steps, checkpoint_every, {"net": net}, opt, t0)
     bar.close()
     net.eval()
-    _atomic_safetensors(out / "classifier.safetensors", net.state_dict())
+    write_safetensors(out / "classifier.safetensors", net.state_dict(), _PT)
     clf = ShapesClassifier(net)
     metrics = clf.accuracy_on_world(n=cfg.eval_n, seed=4242)
     vae_dir = out / "vae"
     if (vae_dir / "config.json").exists():
         from diffusers import AutoencoderKL
 
-        metrics.update({f"vae_{k}": v for k, v in clf.accuracy_on_world(n=cfg.eval_n, seed=4243, vae=AutoencoderKL.from_pretrained(str(vae_dir))).items()})
+        vae = AutoencoderKL.from_pretrained(str(vae_dir))
+        metrics.update({f"vae_{k}": v for k, v in clf.accuracy_on_world(n=cfg.eval_n, seed=4243, vae=vae).items()})
     metrics["train_s"] = time.time() - t0
-    _atomic_json(out / "classifier.done.json", metrics)
+    write_json(out / "classifier.done.json", metrics)
     return metrics
 
 
@@ -536,7 +526,7 @@ def _latent_pool(out: Path, vae, cfg: UNetConfig) -> tuple[list[world.Record], t
         means.append(post.mean)
         stds.append(post.std)
     mean, std = torch.cat(means), torch.cat(stds)
-    _atomic_safetensors(path, {"mean": mean, "std": std})
+    write_safetensors(path, {"mean": mean, "std": std}, _PT)
     return records, mean, std
 
 
@@ -596,7 +586,7 @@ def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every
     bar.close()
     ema.save_pretrained(str(out / "unet"), safe_serialization=True)
     metrics = {"train_s": time.time() - t0, "final_loss_ema": running, "steps": cfg.steps, "batch": cfg.batch}
-    _atomic_json(out / "unet.done.json", metrics)
+    write_json(out / "unet.done.json", metrics)
     return metrics
 
 
@@ -612,9 +602,8 @@ def corpus_text(n: int = 256, seed: int = 0) -> str:
 
 
 def assemble(out: Path, export: Path) -> Path:
-    """Write the StableDiffusionPipeline folder ``export`` from the trained stages under ``out``."""
-    import shutil
-
+    """Write the StableDiffusionPipeline folder ``export`` from the trained stages under ``out``, replacing
+    a previous export whole."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -629,16 +618,13 @@ def assemble(out: Path, export: Path) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    tmp = export.with_name(export.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    pipe.save_pretrained(str(tmp), safe_serialization=True)
-    save_text_encoder(pipe.text_encoder, tmp / "text_encoder")  # v4-style keys, loaded by v4 and v5
-    write_tokenizer(tmp / "tokenizer", world.vocabulary())  # vocab.json + merges.txt for v4 and v5
-    (tmp / "locedit_corpus.txt").write_text(corpus_text())
     if export.exists():
-        shutil.rmtree(export)
-    os.replace(tmp, export)
+        shutil.rmtree(export)  # atomic_dir fills an absent folder
+    with atomic_dir(export) as tmp:
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        save_text_encoder(pipe.text_encoder, tmp / "text_encoder")  # v4-style keys, loaded by v4 and v5
+        write_tokenizer(tmp / "tokenizer", world.vocabulary())  # vocab.json + merges.txt for v4 and v5
+        (tmp / "locedit_corpus.txt").write_text(corpus_text())
     return export
 
 
@@ -646,7 +632,7 @@ def assemble(out: Path, export: Path) -> Path:
 def run(out: Path, stages: list[str], config: TrainConfig, quiet: bool = False, export: Path | None = None) -> dict:
     """Run ``stages`` in order into ``out`` (skipping finished ones); returns their metrics."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_json(out / "config.json", asdict(config))
+    write_json(out / "config.json", asdict(config))
     metrics: dict[str, dict] = {}
     every = config.checkpoint_every
     for stage in stages:
