@@ -525,7 +525,9 @@ def _latent_pool(out: Path, vae, cfg: UNetConfig) -> tuple[list[world.Record], t
         post = vae.encode(to_model_range(world.render_batch(records[i : i + 64]))).latent_dist
         means.append(post.mean)
         stds.append(post.std)
-    mean, std = torch.cat(means), torch.cat(stds)
+    # contiguous like the cached file: the VAE's convolutions return channels-last tensors, on which the UNet's
+    # convolutions round differently, so a run that computed the pool would not match one resumed from the cache
+    mean, std = torch.cat(means).contiguous(), torch.cat(stds).contiguous()
     write_safetensors(path, {"mean": mean, "std": std}, _PT)
     return records, mean, std
 
