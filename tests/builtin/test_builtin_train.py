@@ -62,20 +62,46 @@ def test_vae_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
 
 def test_unet_resume_matches_uninterrupted_run(tmp_path, monkeypatch):
     """A killed and resumed UNet run ships the same (EMA) weights as an uninterrupted one, bit for bit; the
-    resumed run reads the latent pool from its cache file, the uninterrupted one encodes it."""
+    resumed run reads the latent pool from its cache file, the uninterrupted one encodes it. The EMA (diffusers
+    EMAModel) is checkpointed as shadow-weight tensors plus its step in the JSON, and follows the recipe's
+    schedule: the first update copies the weights, update k uses decay min(0.999, k / (9 + k))."""
     c = _tiny_config()
     c.unet.steps, c.checkpoint_every = 4, 1
     T.run(tmp_path / "base", ["vae", "clip"], c, quiet=True)
     for name in ("straight", "resumed"):
         shutil.copytree(tmp_path / "base", tmp_path / name)
-    T.run(tmp_path / "straight", ["unet"], c, quiet=True)
+    snapshots = {}
+    real_save = T.Checkpoint.save
+
+    def save_and_keep(self, step, *args, **kwargs):
+        real_save(self, step, *args, **kwargs)
+        snapshots[step] = load_file(str(self.tensors_path))
+
+    with monkeypatch.context() as m:
+        m.setattr(T.Checkpoint, "save", save_and_keep)
+        T.run(tmp_path / "straight", ["unet"], c, quiet=True)
     _killed_then_resumed(monkeypatch, tmp_path / "resumed", "unet", c, at_step=2)
+    for run in ("straight", "resumed"):
+        assert json.loads((tmp_path / run / "unet.ckpt.json").read_text())["ema"]["optimization_step"] == 4
     a = load_file(str(tmp_path / "straight" / "unet.ckpt.safetensors"))
     b = load_file(str(tmp_path / "resumed" / "unet.ckpt.safetensors"))
     _assert_bitwise_equal(a, b)
     weights = "unet/diffusion_pytorch_model.safetensors"
     shipped = [load_file(str(tmp_path / run / weights)) for run in ("straight", "resumed")]
     _assert_bitwise_equal(*shipped)
+    # the EMA's schedule; shadow weights are stored in parameter order
+    names = [n for n, _ in T.build_unet(c.unet, c.clip.width).named_parameters()]
+    assert len(names) == len([k for k in a if k.startswith("ema/")])
+    for k in range(1, 5):
+        decay = 0.0 if k == 1 else min(c.unet.ema_decay, k / (9 + k))
+        for i, name in enumerate(names):
+            weight, ema = snapshots[k][f"unet/{name}"], snapshots[k][f"ema/{i}"]
+            want = weight if k == 1 else decay * snapshots[k - 1][f"ema/{i}"] + (1 - decay) * weight
+            torch.testing.assert_close(ema, want, msg=f"step {k}: {name}")
+    # what ships is the EMA, not the last raw weights
+    for i, name in enumerate(names):
+        torch.testing.assert_close(shipped[0][name], a[f"ema/{i}"], rtol=0, atol=0, msg=name)
+    assert any(not torch.equal(a[f"ema/{i}"], a[f"unet/{name}"]) for i, name in enumerate(names))
 
 
 def test_all_stages_smoke(tmp_path):
