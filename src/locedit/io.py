@@ -34,6 +34,14 @@ def write_json(path: str | Path, obj) -> None:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
+def write_safetensors(path: str | Path, tensors: dict, metadata: dict[str, str] | None = None) -> None:
+    """Write `tensors` ({name: torch.Tensor}, copied to CPU and made contiguous) as a safetensors file, atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=metadata)
+
+
 @contextmanager
 def atomic_dir(path: str | Path, replace: bool = False):
     """Yield a temporary folder beside `path`; on success it takes the place of `path`, on error it
