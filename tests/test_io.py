@@ -43,3 +43,19 @@ def test_atomic_dir_needs_an_absent_or_empty_folder_unless_replacing(tmp_path):
     (tmp_path / "file").write_text("")
     with pytest.raises(FileExistsError), atomic_dir(tmp_path / "file", replace=True):
         pass
+
+
+def test_atomic_writes_get_the_modes_of_ordinary_files_and_folders(tmp_path):
+    """mkstemp/mkdtemp create owner-only entries; what lands must follow the umask like open()/mkdir()."""
+    import os
+    import stat
+
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+        with atomic_dir(tmp_path / "run") as folder:
+            (folder / "f.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "run").stat().st_mode) == 0o755

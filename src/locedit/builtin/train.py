@@ -6,7 +6,7 @@ Stages (each deterministic, seeded, resumable from atomic safetensors + JSON che
              against a small CNN image tower (InfoNCE, every batch holds each seen combination once);
   classifier the shape/style/size CNN of the classifier scorer (colour is a hue rule);
   unet       UNet2DConditionModel on VAE latents, text encoder FROZEN (caption dropout 10% for
-             classifier-free guidance, min-SNR-5 weighting, EMA);
+             classifier-free guidance, min-SNR-5 weighting and EMA from ``diffusers.training_utils``);
   assemble   writes the diffusers StableDiffusionPipeline folder.
 
 Usage: ``python -m locedit.builtin.train --out DIR [--stage vae|clip|unet|classifier|assemble|all]
@@ -18,23 +18,27 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
+import shutil
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
 from locedit.builtin import world
 from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_tokenizer
+from locedit.io import atomic_dir, write_json, write_safetensors
+
+if TYPE_CHECKING:
+    from diffusers.training_utils import EMAModel
 
 STAGES = ("vae", "clip", "classifier", "unet", "assemble")
-_EPS = 1e-8
 
 
 # ---------------------------------------------------------------- hyper-parameters
@@ -88,7 +92,9 @@ class UNetConfig:
     block_out_channels: tuple[int, ...] = (32, 64, 64)  # 16×16 -> 8×8 -> 4×4 latents
     caption_dropout: float = 0.1  # share of empty captions (classifier-free guidance)
     min_snr_gamma: float = 5.0  # min-SNR loss weighting, gamma
-    ema_decay: float = 0.999  # EMA decay of the shipped weights
+    # EMA decay cap: diffusers' EMAModel without warm-up copies the weights at update 1, then uses decay
+    # min(ema_decay, k / (9 + k)) at update k
+    ema_decay: float = 0.999
     pool_size: int = 16384  # training images, VAE-encoded once (each seen ~9× with fresh noise/caption)
     seed: int = 4  # seed of data and init
 
@@ -104,20 +110,8 @@ class TrainConfig:
     checkpoint_every: int = 100  # steps between checkpoints
 
 
-# ---------------------------------------------------------------- io helpers
-def _atomic_json(path: Path, obj: dict) -> None:
-    """Write JSON atomically (temp file + os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
-
-
-def _atomic_safetensors(path: Path, tensors: dict[str, torch.Tensor]) -> None:
-    """Write safetensors atomically (temp file + os.replace)."""
-    tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata={"format": "pt"})
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+# ---------------------------------------------------------------- checkpoints
+_PT = {"format": "pt"}  # safetensors metadata transformers and diffusers write (and transformers checks on load)
 
 
 def _optimizer_tensors(opt: torch.optim.Optimizer) -> dict[str, torch.Tensor]:
@@ -141,7 +135,13 @@ def _load_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor]
 
 
 class Checkpoint:
-    """A stage's resumable state: ``<dir>/<stage>.safetensors`` (model/EMA/optimiser) + ``.json``."""
+    """A stage's resumable state: ``<dir>/<stage>.ckpt.safetensors`` (weights, EMA shadow weights, optimiser)
+    + ``<dir>/<stage>.ckpt.json`` (step, EMA counters, metrics). Never pickle.
+
+    `modules` maps a key prefix to a module (its state dict) or to a diffusers ``EMAModel``: its shadow
+    weights are stored as ``<prefix>/<index>`` tensors, the rest of its state dict (optimization_step, decay
+    settings) under ``<prefix>`` in the JSON.
+    """
 
     def __init__(self, out: Path, stage: str):
         self.tensors_path = out / f"{stage}.ckpt.safetensors"
@@ -150,29 +150,39 @@ class Checkpoint:
     def exists(self) -> bool:
         return self.state_path.exists() and self.tensors_path.exists()
 
-    def save(self, step: int, modules: dict[str, nn.Module], opt: torch.optim.Optimizer, extra: dict) -> None:
-        tensors = {}
+    def save(self, step: int, modules: dict[str, nn.Module | EMAModel], opt: torch.optim.Optimizer,
+             extra: dict) -> None:
+        tensors, state = {}, {"step": step, **extra}
         for prefix, module in modules.items():
-            tensors.update({f"{prefix}/{k}": v for k, v in module.state_dict().items()})
+            if isinstance(module, nn.Module):
+                tensors.update({f"{prefix}/{k}": v for k, v in module.state_dict().items()})
+            else:
+                ema = module.state_dict()
+                tensors.update({f"{prefix}/{i}": v for i, v in enumerate(ema.pop("shadow_params"))})
+                state[prefix] = ema
         tensors.update({f"optim/{k}": v for k, v in _optimizer_tensors(opt).items()})
-        _atomic_safetensors(self.tensors_path, tensors)
-        _atomic_json(self.state_path, {"step": step, **extra})  # written last: marks the pair valid
+        write_safetensors(self.tensors_path, tensors, _PT)
+        write_json(self.state_path, state)  # written last: marks the pair valid
 
-    def load(self, modules: dict[str, nn.Module], opt: torch.optim.Optimizer) -> dict:
+    def load(self, modules: dict[str, nn.Module | EMAModel], opt: torch.optim.Optimizer) -> dict:
         tensors = load_file(str(self.tensors_path))
+        state = json.loads(self.state_path.read_text())
         for prefix, module in modules.items():
             sub = {k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
-            module.load_state_dict(sub)
+            if isinstance(module, nn.Module):
+                module.load_state_dict(sub)
+            else:
+                module.load_state_dict({**state[prefix], "shadow_params": [sub[str(i)] for i in range(len(sub))]})
         _load_optimizer(opt, {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")})
-        return json.loads(self.state_path.read_text())
+        return state
 
-    def step_done(self, done: int, total: int, every: int, modules: dict[str, nn.Module], opt: torch.optim.Optimizer,
-                  t0: float, **extra) -> None:
+    def step_done(self, done: int, total: int, every: int, modules: dict[str, nn.Module | EMAModel],
+                  opt: torch.optim.Optimizer, t0: float, **extra) -> None:
         """After `done` of `total` steps: save when a checkpoint is due (every `every` steps and at the end)."""
         if done % every == 0 or done == total:
             self.save(done, modules, opt, {"elapsed_s": time.time() - t0, **extra})
 
-    def resume(self, modules: dict[str, nn.Module], opt: torch.optim.Optimizer) -> tuple[int, float]:
+    def resume(self, modules: dict[str, nn.Module | EMAModel], opt: torch.optim.Optimizer) -> tuple[int, float]:
         """(first step to run, wall-clock origin) — loading the checkpoint when there is one."""
         start, elapsed = 0, 0.0
         if self.exists():
@@ -333,7 +343,8 @@ def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: 
     bar = _progress(cfg.steps, start, "vae", quiet)
     for step in range(start, cfg.steps):
         rng, gen = _step_rng(cfg.seed, step)
-        x = to_model_range(world.render_batch([world.sample(rng, held_out=rng.random() < 0.1) for _ in range(cfg.batch)]))
+        records = [world.sample(rng, held_out=rng.random() < 0.1) for _ in range(cfg.batch)]
+        x = to_model_range(world.render_batch(records))
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
         post = vae.encode(x).latent_dist
@@ -354,7 +365,7 @@ def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: 
     vae.register_to_config(scaling_factor=metrics["scaling_factor"])
     vae.save_pretrained(str(out / "vae"), safe_serialization=True)
     metrics["train_s"] = time.time() - t0
-    _atomic_json(out / "vae.done.json", metrics)
+    write_json(out / "vae.done.json", metrics)
     return metrics
 
 
@@ -429,7 +440,7 @@ def train_clip(out: Path, cfg: ClipConfig, quiet: bool = False, checkpoint_every
     metrics = evaluate_clip(text, tower, heads, tok, n=cfg.eval_n)
     save_text_encoder(text, out / "text_encoder")
     metrics["train_s"] = time.time() - t0
-    _atomic_json(out / "clip.done.json", metrics)
+    write_json(out / "clip.done.json", metrics)
     return metrics
 
 
@@ -439,7 +450,7 @@ def save_text_encoder(text_encoder, folder: Path) -> None:
     text_encoder.config.save_pretrained(str(folder))
     sd = text_encoder.state_dict()
     sd = {(k if k.startswith("text_model.") else f"text_model.{k}"): v for k, v in sd.items()}
-    _atomic_safetensors(folder / "model.safetensors", sd)
+    write_safetensors(folder / "model.safetensors", sd, _PT)
 
 
 @torch.no_grad()
@@ -495,16 +506,17 @@ def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, chec
         ckpt.step_done(step + 1, cfg.steps, checkpoint_every, {"net": net}, opt, t0)
     bar.close()
     net.eval()
-    _atomic_safetensors(out / "classifier.safetensors", net.state_dict())
+    write_safetensors(out / "classifier.safetensors", net.state_dict(), _PT)
     clf = ShapesClassifier(net)
     metrics = clf.accuracy_on_world(n=cfg.eval_n, seed=4242)
     vae_dir = out / "vae"
     if (vae_dir / "config.json").exists():
         from diffusers import AutoencoderKL
 
-        metrics.update({f"vae_{k}": v for k, v in clf.accuracy_on_world(n=cfg.eval_n, seed=4243, vae=AutoencoderKL.from_pretrained(str(vae_dir))).items()})
+        vae = AutoencoderKL.from_pretrained(str(vae_dir))
+        metrics.update({f"vae_{k}": v for k, v in clf.accuracy_on_world(n=cfg.eval_n, seed=4243, vae=vae).items()})
     metrics["train_s"] = time.time() - t0
-    _atomic_json(out / "classifier.done.json", metrics)
+    write_json(out / "classifier.done.json", metrics)
     return metrics
 
 
@@ -535,26 +547,26 @@ def _latent_pool(out: Path, vae, cfg: UNetConfig) -> tuple[list[world.Record], t
         post = vae.encode(to_model_range(world.render_batch(records[i : i + 64]))).latent_dist
         means.append(post.mean)
         stds.append(post.std)
-    mean, std = torch.cat(means), torch.cat(stds)
-    _atomic_safetensors(path, {"mean": mean, "std": std})
+    # contiguous like the cached file: the VAE's convolutions return channels-last tensors, on which the UNet's
+    # convolutions round differently, so a run that computed the pool would not match one resumed from the cache
+    mean, std = torch.cat(means).contiguous(), torch.cat(stds).contiguous()
+    write_safetensors(path, {"mean": mean, "std": std}, _PT)
     return records, mean, std
 
 
 def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
     """Train the UNet on frozen VAE latents and frozen text states; writes ``out/unet`` (EMA)."""
     from diffusers import AutoencoderKL, DDPMScheduler
+    from diffusers.training_utils import EMAModel, compute_snr
     from transformers import CLIPTextModel
 
     tok = load_tokenizer(out)
     vae = AutoencoderKL.from_pretrained(str(out / "vae")).eval().requires_grad_(False)
     text = CLIPTextModel.from_pretrained(str(out / "text_encoder")).eval().requires_grad_(False)
     sched = DDPMScheduler(**noise_scheduler_config())
-    alphas_cumprod = sched.alphas_cumprod
-    snr_all = alphas_cumprod / (1 - alphas_cumprod)
     torch.manual_seed(cfg.seed)
     unet = build_unet(cfg, text.config.hidden_size)
-    ema = build_unet(cfg, text.config.hidden_size).requires_grad_(False)
-    ema.load_state_dict(unet.state_dict())
+    ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=False, foreach=True)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     ckpt = Checkpoint(out, "unet")
     start, t0 = ckpt.resume({"unet": unet, "ema": ema}, opt)
@@ -578,25 +590,23 @@ def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=cfg.warmup)
         pred = unet(noisy, t, encoder_hidden_states=states).sample
-        snr = snr_all[t]
+        snr = compute_snr(sched, t)
         weight = torch.clamp(snr, max=cfg.min_snr_gamma) / snr  # min-SNR-gamma for epsilon prediction
         loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
         opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), unet.parameters()):
-                pe.lerp_(p, 1 - decay)
+        ema.step(unet.parameters())
         running = loss.item() if running is None else 0.98 * running + 0.02 * loss.item()
         bar.update(1)
         bar.set_postfix(loss=f"{running:.4f}")
         ckpt.step_done(step + 1, cfg.steps, checkpoint_every, {"unet": unet, "ema": ema}, opt, t0, loss=running)
     bar.close()
-    ema.save_pretrained(str(out / "unet"), safe_serialization=True)
+    ema.copy_to(unet.parameters())  # training is over: the UNet takes the EMA weights, which ship
+    unet.save_pretrained(str(out / "unet"), safe_serialization=True)
     metrics = {"train_s": time.time() - t0, "final_loss_ema": running, "steps": cfg.steps, "batch": cfg.batch}
-    _atomic_json(out / "unet.done.json", metrics)
+    write_json(out / "unet.done.json", metrics)
     return metrics
 
 
@@ -612,9 +622,8 @@ def corpus_text(n: int = 256, seed: int = 0) -> str:
 
 
 def assemble(out: Path, export: Path) -> Path:
-    """Write the StableDiffusionPipeline folder ``export`` from the trained stages under ``out``."""
-    import shutil
-
+    """Write the StableDiffusionPipeline folder ``export`` from the trained stages under ``out``, replacing
+    a previous export whole."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -629,16 +638,13 @@ def assemble(out: Path, export: Path) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    tmp = export.with_name(export.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    pipe.save_pretrained(str(tmp), safe_serialization=True)
-    save_text_encoder(pipe.text_encoder, tmp / "text_encoder")  # v4-style keys, loaded by v4 and v5
-    write_tokenizer(tmp / "tokenizer", world.vocabulary())  # vocab.json + merges.txt for v4 and v5
-    (tmp / "locedit_corpus.txt").write_text(corpus_text())
     if export.exists():
-        shutil.rmtree(export)
-    os.replace(tmp, export)
+        shutil.rmtree(export)  # atomic_dir fills an absent folder
+    with atomic_dir(export) as tmp:
+        pipe.save_pretrained(str(tmp), safe_serialization=True)
+        save_text_encoder(pipe.text_encoder, tmp / "text_encoder")  # v4-style keys, loaded by v4 and v5
+        write_tokenizer(tmp / "tokenizer", world.vocabulary())  # vocab.json + merges.txt for v4 and v5
+        (tmp / "locedit_corpus.txt").write_text(corpus_text())
     return export
 
 
@@ -646,7 +652,7 @@ def assemble(out: Path, export: Path) -> Path:
 def run(out: Path, stages: list[str], config: TrainConfig, quiet: bool = False, export: Path | None = None) -> dict:
     """Run ``stages`` in order into ``out`` (skipping finished ones); returns their metrics."""
     out.mkdir(parents=True, exist_ok=True)
-    _atomic_json(out / "config.json", asdict(config))
+    write_json(out / "config.json", asdict(config))
     metrics: dict[str, dict] = {}
     every = config.checkpoint_every
     for stage in stages:
