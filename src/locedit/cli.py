@@ -19,10 +19,14 @@ from locedit.errors import LoceditError
 USER_ERRORS = (LoceditError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
-def _command_modules():
-    from locedit.commands import demo_cmds, edit_cmds, eval_cmd, info_cmd, trace_cmds
+# Command modules under locedit.commands, one per command group (named after its command), in help order.
+COMMANDS = ("info", "edit", "eval", "trace", "demo")
 
-    return [info_cmd, edit_cmds, eval_cmd, trace_cmds, demo_cmds]
+
+def _command_modules():
+    import importlib
+
+    return [importlib.import_module(f"locedit.commands.{name}") for name in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""`locedit edit` (DIFF-QUICKFIX on a model, or a baseline: see baseline_cmds.py) and `locedit apply`
+"""`locedit edit` (DIFF-QUICKFIX on a model, or a baseline: see baselines.py) and `locedit apply`
 (an edit file onto a model)."""
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-from locedit.commands.baseline_cmds import add_baseline_args, check_method_args, run_baseline_edit
+from locedit.commands.baselines import add_baseline_args, check_method_args, run_baseline_edit
 from locedit.commands.common import add_model_args, load_model
 from locedit.edit.quickfix import CORPUS_WEIGHT, MODULES, POSITION_MODES
 from locedit.errors import InvalidInputError

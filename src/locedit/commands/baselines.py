@@ -1,5 +1,5 @@
 """`locedit edit --method ...`: the baselines (ESD-x/u, Concept Ablation, UCE) behind the edit command's
-flags. edit_cmds.py registers the flags and hands every method other than quickfix to this module."""
+flags. edit.py registers the flags and hands every method other than quickfix to this module."""
 
 from __future__ import annotations
 
@@ -86,7 +86,7 @@ def check_method_args(args: argparse.Namespace) -> str:
 def baseline_pairs(args: argparse.Namespace, method: str) -> list[tuple[str, str | None]]:
     """The (key, value) pairs of a baseline: ESD erases one key (value None); ablation maps one key onto
     one anchor; UCE takes any number of pairs (a value may be '': the start token)."""
-    from locedit.commands.edit_cmds import parse_pairs
+    from locedit.commands.edit import parse_pairs
 
     if method in ("esd-x", "esd-u"):
         if args.to is not None or args.pair:
@@ -106,7 +106,7 @@ def baseline_pairs(args: argparse.Namespace, method: str) -> list[tuple[str, str
 def run_baseline_edit(args: argparse.Namespace, method: str) -> int:
     """`locedit edit --method M` for every M other than quickfix; outputs as quickfix's."""
     from locedit.commands.common import load_model
-    from locedit.commands.edit_cmds import check_outputs, read_templates, write_outputs
+    from locedit.commands.edit import check_outputs, read_templates, write_outputs
 
     pairs = baseline_pairs(args, method)
     templates = read_templates(args.templates)
