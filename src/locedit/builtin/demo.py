@@ -73,7 +73,7 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
     from locedit.evaluate.results import write_results
     from locedit.evaluate.run import builtin_suite, evaluate
     from locedit.report.heatmaps import draw_report
-    from locedit.trace import TraceRequest, run_trace
+    from locedit.trace import GenerationSettings, TraceRequest, run_trace
     from locedit.trace.store import read_results
 
     cfg = settings or DemoSettings()
@@ -97,7 +97,8 @@ def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = N
             run_dir = work / f"trace-{component}"
             req = TraceRequest(
                 model="builtin:shapes", out=str(run_dir), probes=str(probes_file), component=component,
-                seeds=list(cfg.seeds), steps=cfg.trace_steps, guidance=cfg.guidance, batch=cfg.trace_batch,
+                seeds=list(cfg.seeds), generation=GenerationSettings(steps=cfg.trace_steps, guidance=cfg.guidance),
+                batch=cfg.trace_batch,
                 scorer="builtin", noise=cfg.noise,
                 layers=list(cfg.text_states) if component == "text-encoder" else (list(cfg.unet_layers) if cfg.unet_layers else None),
             )

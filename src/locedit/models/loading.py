@@ -12,6 +12,8 @@ from locedit.errors import InvalidInputError, LoceditError
 from locedit.models.families import _SUPPORTED_PIPELINES, UnsupportedModelError, detect_family
 
 BUILTIN_PREFIX = "builtin:"
+DEFAULT_DEVICE = "cpu"  # where pipelines load unless told (CLI --device): CPU works everywhere; "auto" picks CUDA
+DEFAULT_DTYPE = "float32"  # weight dtype unless told (CLI --dtype): full precision, as the edits are solved in
 
 _DTYPES = {
     "float32": torch.float32,
@@ -105,8 +107,8 @@ def hf_progress_bars(enabled: bool):
 
 def load_pipeline(
     spec: str | Path,
-    device: str | torch.device | None = "cpu",
-    dtype: str | torch.dtype = torch.float32,
+    device: str | torch.device | None = DEFAULT_DEVICE,
+    dtype: str | torch.dtype = DEFAULT_DTYPE,
     progress: bool = False,
 ):
     """Load a Stable Diffusion pipeline from local files only (never the network).
