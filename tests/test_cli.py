@@ -72,8 +72,8 @@ BAD_EDIT_ARGS = {
     "caption too long": (["--remove", "a", "--to", "b", "--templates", "TEMPLATES_LONG"], "context is 77"),
     "bad dtype": (["--remove", "a", "--to", "b", "--dtype", "float8"], "unknown dtype"),
     "corpus file missing": (["--remove", "a", "--to", "b", "--corpus", "/no/such/corpus.txt"], "does not exist"),
-    "negative corpus weight": (["--remove", "a", "--to", "b", "--corpus-weight", "-1"], "--corpus-weight must be >= 0"),
-    "negative corpus keys": (["--remove", "a", "--to", "b", "--corpus-keys", "-2"], "--corpus-keys must be >= 0"),
+    "negative corpus weight": (["--remove", "a", "--to", "b", "--corpus-weight", "-1"], "--corpus-weight / corpus_weight must be >= 0"),
+    "negative corpus keys": (["--remove", "a", "--to", "b", "--corpus-keys", "-2"], "--corpus-keys / corpus_keys must be >= 0"),
 }
 
 

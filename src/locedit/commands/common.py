@@ -55,7 +55,7 @@ def add_options(parser: argparse.ArgumentParser, settings: dict[str, type] | typ
         if len(shown) == 1:
             default_text = f"default: {next(iter(shown))}"
         else:
-            default_text = "default: " + ", ".join(f"{text} for {' / '.join(labs)}" for text, labs in shown.items())
+            default_text = "default: " + "; ".join(f"{' / '.join(labs)}: {text}" for text, labs in shown.items())
         kwargs: dict[str, Any] = {"dest": name, "default": None}
         action = meta.get("action")
         if action == "flag":
@@ -88,9 +88,9 @@ def given_options(settings: type, args: argparse.Namespace) -> dict[str, Any]:
             except InvalidInputError:
                 raise
             except (TypeError, ValueError):
-                kind = {int: "an integer", float: "a number"}.get(parse, "a valid value")
-                raise InvalidInputError(f"{flag_of(settings, field.name)} {raw!r} is not {kind}; "
-                                        f"{flag_of(settings, field.name)}: {field.metadata['help']}") from None
+                kind = {int: "an integer", float: "a number"}.get(parse, "valid")
+                raise InvalidInputError(f"{flag_of(settings, field.name)} must be {kind} (got {raw!r}): "
+                                        f"{field.metadata['help']}") from None
         out[field.name] = raw
     return out
 
