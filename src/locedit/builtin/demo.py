@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from locedit.io import write_json
+from locedit.options import is_int, is_number, option, require
 
 DEMO_MARKER = "demo.json"
 
@@ -24,11 +25,11 @@ DEMO_MARKER = "demo.json"
 class DemoSettings:
     """What the demo runs. Defaults fit in about 3 minutes on a 2-core CPU."""
 
-    steps: int = 20  # denoising steps of the evaluation generations (DPM-Solver++)
+    steps: int = option(20, parse=int, help="denoising steps of the evaluation generations")  # DPM-Solver++
     trace_steps: int = 8  # denoising steps of the traced generations (hundreds of cells)
-    guidance: float = 5.0  # classifier-free guidance scale
+    guidance: float = 5.0  # classifier-free guidance scale (the built-in model is trained for 5)
     seeds: tuple[int, ...] = (0, 1)  # trace seeds (each also draws its own corruption noise)
-    # corruption scale ν in embedding stds: at 12 every probe of the demo is destroyed for at least
+    # corruption noise scale in embedding stds: at 12 every probe of the demo is destroyed for at least
     # one of the two seeds (the built-in encoder shrugs off ROME's 3; "auto" also works, slower)
     noise: float | str = 12.0
     trace_batch: int = 32  # restored rows per denoising loop
@@ -37,8 +38,20 @@ class DemoSettings:
     unet_layers: tuple[str, ...] | None = None  # UNet kinds/globs traced; None = every layer
     edit_key: str = "striped"  # style removed by the demo edit
     edit_value: str = "plain"  # ... and what it becomes
-    eval_per_group: int = 16  # held-out prompts per evaluation group (6 groups, each judged before/after/null)
+    # held-out prompts per evaluation group (6 groups, each judged before/after/null)
+    eval_per_group: int = option(16, parse=int, metavar="N", help="held-out prompts per evaluation group")
     eval_batch: int = 32  # images per pipeline call of the evaluation (the progress bar moves per batch)
+
+    def __post_init__(self):
+        for name in ("steps", "trace_steps", "trace_batch", "eval_per_group", "eval_batch"):
+            require(self, name, is_int(getattr(self, name), 1), "a positive integer")
+        require(self, "guidance", is_number(self.guidance), "a number")
+        require(self, "seeds", bool(self.seeds) and all(is_int(x, 0) for x in self.seeds), "non-negative integers")
+        require(self, "noise", self.noise == "auto" or (is_number(self.noise) and self.noise > 0), "a number > 0 or auto")
+        require(self, "probe_count", is_int(self.probe_count, 1) and self.probe_count <= len(shapes_probes()),
+                f"between 1 and {len(shapes_probes())}")
+        require(self, "edit_key", bool(str(self.edit_key).strip()), "a concept of the shapes world")
+        require(self, "edit_value", bool(str(self.edit_value).strip()), "a concept of the shapes world")
 
 
 def shapes_probes() -> list[dict]:

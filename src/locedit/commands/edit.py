@@ -13,7 +13,8 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from locedit.commands.baselines import add_method_args, check_method_args, run_baseline_edit
-from locedit.commands.common import add_model_args, load_model, say, settings_from_args
+from locedit.commands.common import add_model_args, add_options, load_model, say, settings_from_args
+from locedit.edit.cache import CacheSettings
 from locedit.errors import InvalidInputError
 from locedit.models.loading import hf_progress_bars
 
@@ -40,8 +41,7 @@ def register(sub) -> None:
     p.add_argument("--force", action="store_true",
                    help="edit even if a key or value is not a word the model knows (no caption of its corpus names it, "
                    "or its tokenizer only spells it out)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="neither read nor write the corpus moment cache ($LOCEDIT_CACHE, else ~/.cache/locedit)")
+    add_options(p, CacheSettings)  # --no-cache
     add_method_args(p)  # --method and every method's settings: --lam, --templates, --corpus..., --steps, --lr, ...
     p.set_defaults(func=run_edit)
 
@@ -125,7 +125,8 @@ def run_edit(args) -> int:
         raise InvalidInputError("; ".join(problems) + "; check the spelling, or pass --force to edit anyway")
     for problem in problems:
         say(args, f"note: editing anyway (--force): {problem}")
-    with disk_cache(False) if args.no_cache else nullcontext(), warnings.catch_warnings():
+    cache = settings_from_args(CacheSettings, args)
+    with disk_cache(False) if not cache.enabled else nullcontext(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownConceptWarning)  # reported above
         edit = quickfix(pipe, pairs, preserve=args.preserve, config=config)
     print(edit.summary())
