@@ -57,10 +57,10 @@ class DemoSettings:
 def shapes_probes() -> list[dict]:
     """A small probe set of the shapes world: colours, styles (word and artist), a shape."""
     return [
-        {"prompt": "a red circle on a plain background", "subject": "red", "attribute": "color", "value": "red"},
+        {"prompt": "a red circle on a plain background", "subject": "red", "attribute": "colour", "value": "red"},
         {"prompt": "a yellow star on a striped background", "subject": "striped", "attribute": "style", "value": "striped"},
         {"prompt": "a green cross in the style of karl brenner", "subject": "karl brenner", "attribute": "style", "value": "striped"},
-        {"prompt": "a photo of a blue square on a dotted background", "subject": "blue", "attribute": "color", "value": "blue"},
+        {"prompt": "a photo of a blue square on a dotted background", "subject": "blue", "attribute": "colour", "value": "blue"},
         {"prompt": "a purple triangle on a checkered background", "subject": "triangle", "attribute": "object", "value": "triangle"},
     ]
 
@@ -172,7 +172,7 @@ def summary_markdown(summary: dict) -> str:
     """The demo's summary as a Markdown report."""
     lines = ["# locedit demo on builtin:shapes", ""]
     for component, info in summary["trace"].items():
-        lines += [f"## Causal tracing: {component} (noise ν = {info['noise']:.2f}, {info['cells']} cells)", ""]
+        lines += [f"## Causal tracing: {component} (noise {info['noise']:.2f}, {info['cells']} cells)", ""]
         cols = [k for k in info["top_cells"][0] if k != "effect"] + ["effect"] if info["top_cells"] else []
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(str(c[k]) for k in cols) + " |" for c in info["top_cells"]]
