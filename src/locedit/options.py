@@ -59,14 +59,22 @@ def flag_of(settings: Any, name: str) -> str:
     return flag or "--" + name.replace("_", "-")
 
 
+def _is_option(settings: Any, name: str) -> bool:
+    return any(f.name == name for f in cli_fields(settings))
+
+
 def _label(settings: Any, name: str) -> str:
-    """How an error names a field: its flag, and the Python name too when the two differ ("--min-drop / min_drop")."""
+    """How an error names a field: its flag, and the Python name too when the two differ ("--min-drop / min_drop");
+    a field without a flag by its Python name."""
+    if not _is_option(settings, name):
+        return name
     flag = flag_of(settings, name)
     return flag if flag == f"--{name}" else f"{flag} / {name}"
 
 
 def require(settings: Any, name: str, ok: bool, requirement: str, fix: str = "") -> None:
-    """Raise InvalidInputError "<flag> must be <requirement> (got <value>)[; <fix>]" unless `ok`."""
+    """Raise InvalidInputError "<flag> must be <requirement> (got <value>)[; <fix>]" unless `ok` (a field
+    without a flag is named by its Python name)."""
     if not ok:
         value = getattr(settings, name)
         raise InvalidInputError(f"{_label(settings, name)} must be {requirement} (got {value!r})" + (f"; {fix}" if fix else ""))
@@ -77,8 +85,8 @@ def require_choice(settings: Any, name: str, choices: Iterable[Any]) -> None:
     choices = tuple(choices)
     value = getattr(settings, name)
     if value not in choices:
-        raise InvalidInputError(f"unknown {name} {value!r} ({flag_of(settings, name)}); use one of "
-                                f"{', '.join(str(c) for c in choices)}")
+        flag = f" ({flag_of(settings, name)})" if _is_option(settings, name) else ""
+        raise InvalidInputError(f"unknown {name} {value!r}{flag}; use one of {', '.join(str(c) for c in choices)}")
 
 
 def is_int(value: Any, minimum: int) -> bool:

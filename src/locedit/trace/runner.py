@@ -79,7 +79,9 @@ class TraceRequest:
     batch: int = option(8, parse=int, help="restored rows per denoising loop")
     # How images are scored: pixel (no model needed), clip:PATH, or builtin (the shapes classifier).
     scorer: str = option("pixel", help="clip:PATH (local CLIP folder), pixel, or builtin")
+    # PNGs of every generation (clean, corrupted, each restored row) under RUNDIR/images; off: they are many.
     save_images: bool = option(False, action="flag", help="write PNGs of every generation")
+    # Continue the run already in `out` (same settings), skipping cells whose records exist; off: `out` must be new.
     resume: bool = option(False, action="flag", help="continue the run in RUNDIR, skipping finished cells")
     device: str = DEFAULT_DEVICE  # cpu, cuda, cuda:N, mps, auto (CLI: --device)
     dtype: str = DEFAULT_DTYPE  # float32, float16, bfloat16 (CLI: --dtype)
@@ -89,6 +91,8 @@ class TraceRequest:
     def __post_init__(self):
         require_choice(self, "component", COMPONENTS)
         require(self, "batch", is_int(self.batch, 1), "a positive integer")
+        if isinstance(self.seeds, tuple):
+            self.seeds = list(self.seeds)
         seeds_ok = isinstance(self.seeds, list) and bool(self.seeds) and all(is_int(s, 0) for s in self.seeds)
         require(self, "seeds", seeds_ok, "non-negative integers, e.g. 0,1,2")
         if len(set(self.seeds)) != len(self.seeds):
