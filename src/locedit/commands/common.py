@@ -30,27 +30,23 @@ def _shown(field: dataclasses.Field) -> str:
     return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-def add_options(parser: argparse.ArgumentParser, settings: dict[str, type] | type, names: list[str] | None = None,
-                skip: tuple[str, ...] = ()) -> None:
+def add_options(parser: argparse.ArgumentParser, settings: dict[str, type] | type) -> None:
     """Add a flag for every `option` field of the settings class(es), help and default read from them.
 
     `settings` is one dataclass, or {label: dataclass} when several share flags (the help then lists
-    each one's default, e.g. "default: 0.01 for quickfix, 0.5 for uce"). Every flag parses to None
-    when not given, so the dataclass' own default applies (see settings_from_args). `names` limits
-    the flags to those fields, in that order; `skip` leaves fields out.
+    each one's default, e.g. "default: quickfix: 0.01; uce: 0.5"). Every flag parses to None when
+    not given, so the dataclass' own default applies (see settings_from_args).
     """
     classes = settings if isinstance(settings, dict) else {"": settings}
     by_name: dict[str, list[tuple[str, dataclasses.Field]]] = {}
     for label, cls in classes.items():
         for field in cli_fields(cls):
             by_name.setdefault(field.name, []).append((label, field))
-    for name in names if names is not None else list(by_name):
-        if name in skip:
-            continue
-        label, field = by_name[name][0]  # the first class' help and parsing
+    for name, fields in by_name.items():
+        label, field = fields[0]  # the first class' help and parsing
         meta = field.metadata
         shown = {}
-        for lab, f in by_name[name]:
+        for lab, f in fields:
             shown.setdefault(_shown(f), []).append(lab)
         if len(shown) == 1:
             default_text = f"default: {next(iter(shown))}"
