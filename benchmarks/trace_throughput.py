@@ -45,11 +45,10 @@ def _build(device: str):
 
     tok = clip_tokenizer_files(BPE, tempfile.mkdtemp(prefix="locedit_bench_tok_"))
     pipe = build_tiny_pipeline("sd1", tok, TinySpec(image_size=32)).to(device)
-    return pipe, lambda steps, batch: Tracer(pipe, PixelScorer(), GenerationSettings(steps=steps, guidance=5.0),
-                                             TraceSettings(batch=batch))
+    return pipe, lambda steps: Tracer(pipe, PixelScorer(), GenerationSettings(steps=steps, guidance=5.0), TraceSettings())
 
 
-def _naive_cell(tracer, probe, seed, nu, module_name) -> float:
+def _naive_cell(tracer, probe, seed, noise, module_name) -> float:
     """Clean run caching the layer's output per UNet call, corrupted run, restored run from the cache."""
     from locedit.hooks import Trace
 
@@ -62,7 +61,7 @@ def _naive_cell(tracer, probe, seed, nu, module_name) -> float:
 
     with Trace(module, retain_output=False, edit_output=keep):
         clean = tracer.generate(tracer.encode(probe, 1, None), seed)
-    corrupted = tracer.generate(_rows(tracer.encode(probe, 2, tracer.noise(probe, seed, nu)), 1), seed)
+    corrupted = tracer.generate(_rows(tracer.encode(probe, 2, tracer.noise(probe, seed, noise)), 1), seed)
     replay = iter(cache)
 
     def restore(output, mod):
@@ -71,7 +70,7 @@ def _naive_cell(tracer, probe, seed, nu, module_name) -> float:
         return _splice(output, clean_out)
 
     with Trace(module, retain_output=False, edit_output=restore):
-        restored = tracer.generate(_rows(tracer.encode(probe, 2, tracer.noise(probe, seed, nu)), 1), seed)
+        restored = tracer.generate(_rows(tracer.encode(probe, 2, tracer.noise(probe, seed, noise)), 1), seed)
     images = torch.cat([clean, corrupted, restored])
     return float(tracer.scorer.score(images, probe, images[0])[2])
 
@@ -97,7 +96,7 @@ def worker(mode: str, steps: int, batch: int, n_layers: int, device: str) -> dic
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     pipe, make = _build(device)
-    tracer = make(steps, batch)
+    tracer = make(steps)
     cells = select_unet_cells(tracer.layers, None)
     cells = [c for c in cells if c.state != "block"] + [c for c in cells if c.state == "block"]
     if n_layers:

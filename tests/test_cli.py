@@ -72,8 +72,8 @@ BAD_EDIT_ARGS = {
     "caption too long": (["--remove", "a", "--to", "b", "--templates", "TEMPLATES_LONG"], "context is 77"),
     "bad dtype": (["--remove", "a", "--to", "b", "--dtype", "float8"], "unknown dtype"),
     "corpus file missing": (["--remove", "a", "--to", "b", "--corpus", "/no/such/corpus.txt"], "does not exist"),
-    "negative corpus weight": (["--remove", "a", "--to", "b", "--corpus-weight", "-1"], "--corpus-weight must be >= 0"),
-    "negative corpus keys": (["--remove", "a", "--to", "b", "--corpus-keys", "-2"], "--corpus-keys must be >= 0"),
+    "negative corpus weight": (["--remove", "a", "--to", "b", "--corpus-weight", "-1"], "--corpus-weight / corpus_weight must be >= 0"),
+    "negative corpus keys": (["--remove", "a", "--to", "b", "--corpus-keys", "-2"], "--corpus-keys / corpus_keys must be >= 0"),
 }
 
 
@@ -160,7 +160,7 @@ def test_known_concepts_of_the_builtin_model_edit(tmp_path):
 
 
 def test_internal_error_shows_its_traceback_and_exits_1(tiny_dirs, monkeypatch, capsys):
-    from locedit.commands import info_cmd
+    from locedit.commands import info as info_command
 
     def broken(pipe):
         raise RuntimeError("forced internal error")
@@ -170,7 +170,7 @@ def test_internal_error_shows_its_traceback_and_exits_1(tiny_dirs, monkeypatch, 
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback (most recent call last)" in err and "forced internal error" in err
     assert "internal error" in err.splitlines()[-1]
-    assert info_cmd.run  # the command module itself is intact
+    assert info_command.run  # the command module itself is intact
     # user errors stay one line, exit 2
     assert main(["info", str(tiny_dirs["sd1"]) + "-missing"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

@@ -18,6 +18,7 @@ ROOT = Path(locedit.__file__).resolve().parent
 # layer are independent of each other. The facade (locedit/__init__.py, __main__.py) is above all.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "io", "hooks", "_version"),
+    ("options",),
     ("models",),
     ("probes",),
     ("scorers",),

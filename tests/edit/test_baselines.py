@@ -181,7 +181,7 @@ def test_lora_refuses_edits_beyond_linear_weights(load_tiny, tmp_path):
 BAD_METHOD_ARGS = {
     "unknown method": (["--method", "esd", "--remove", "a"], "unknown --method 'esd'"),
     "zero steps": (["--method", "esd-x", "--remove", "a", "--steps", "0"], "--steps must be a positive integer"),
-    "text steps": (["--method", "ablate", "--remove", "a", "--to", "b", "--steps", "ten"], "--steps must be a positive"),
+    "text steps": (["--method", "ablate", "--remove", "a", "--to", "b", "--steps", "ten"], "--steps must be an integer"),
     "bad lr": (["--method", "esd-u", "--remove", "a", "--lr", "-1"], "--lr must be a number > 0"),
     "steps for quickfix": (["--remove", "a", "--to", "b", "--steps", "5"], "--steps does not apply to --method quickfix"),
     "corpus for uce": (["--method", "uce", "--remove", "a", "--to", "b", "--corpus-weight", "1"], "--corpus-weight does not apply"),

@@ -59,5 +59,7 @@ def test_unsupported_family_error(tmp_path):
 
 
 def test_unknown_encoder_choice(load_tiny):
-    with pytest.raises(ValueError, match="choose 1"):
-        text_encoders(load_tiny("sd1"), 2)
+    with pytest.raises(ValueError, match="choose 0"):
+        text_encoders(load_tiny("sd1"), 1)
+    assert [h.index for h in text_encoders(load_tiny("sdxl"))] == [0, 1]
+    assert [h.name for h in text_encoders(load_tiny("sdxl"), 1)] == ["text_encoder_2"]

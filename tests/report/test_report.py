@@ -21,9 +21,11 @@ def test_unet_and_text_reports(tiny_dirs, tmp_path, capsys):
     probes = _probes(tmp_path)
     common = ["--probes", str(probes), "--steps", "2", "--guidance", "5", "--quiet", "--min-drop", "0"]
     assert main(["trace", str(tiny_dirs["sd1"]), *common, "--layers", "block", "--out", str(tmp_path / "u")]) == 0
+    capsys.readouterr()
     assert main(["report", str(tmp_path / "u")]) == 0
-    written = capsys.readouterr().out.split()
+    *written, summary = capsys.readouterr().out.splitlines()
     assert {p.rsplit("/", 1)[-1] for p in written} == {"unet_by_attribute.png", "unet_by_prompt.png"}
+    assert summary == f"report: 2 heatmap(s) in {tmp_path / 'u' / 'report'}"
     assert all((tmp_path / "u" / "report" / n).stat().st_size > 1000 for n in ("unet_by_attribute.png",))
     assert main(["trace", str(tiny_dirs["sd1"]), *common, "--component", "text-encoder", "--layers", "attn",
                  "--batch", "32", "--out", str(tmp_path / "t")]) == 0

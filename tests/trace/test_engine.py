@@ -16,7 +16,7 @@ PROBE = Probe("a photo of a red cat", "cat", "object")
 
 def _tracer(pipe, guidance=5.0, restore="cond", steps=2):
     return Tracer(pipe, PixelScorer(), GenerationSettings(steps=steps, guidance=guidance),
-                  TraceSettings(noise=3.0, restore=restore))
+                  TraceSettings(restore=restore))
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])

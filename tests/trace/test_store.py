@@ -13,7 +13,7 @@ import sys
 import pytest
 
 from locedit.cli import main
-from locedit.trace import TraceRequest, plan_trace, run_trace
+from locedit.trace import GenerationSettings, TraceRequest, plan_trace, run_trace
 from locedit.trace.execute import execute
 from locedit.trace.store import prepare_run_dir, write_results
 
@@ -55,7 +55,7 @@ def _kill_after(units: int):
 
 def _request(model, probes, out, resume=False) -> TraceRequest:
     return TraceRequest(model=str(model), out=str(out), probes=str(probes), layers=["attn2", "block"], batch=2,
-                        steps=2, guidance=5.0, resume=resume)
+                        generation=GenerationSettings(steps=2, guidance=5.0), resume=resume)
 
 
 def test_resume_after_an_interrupted_run_matches_uninterrupted(tiny_dirs, probe_file, tmp_path):
@@ -68,7 +68,7 @@ def test_resume_after_an_interrupted_run_matches_uninterrupted(tiny_dirs, probe_
     plan = plan_trace(_request(model, probe_file, out))
     prepare_run_dir(out, plan.config, resume=False)
     with pytest.raises(Killed):
-        execute(plan.tracer, plan.probes, plan.units, out, "unet", plan.nu, progress=_kill_after(3))
+        execute(plan.tracer, plan.probes, plan.units, out, "unet", plan.noise, progress=_kill_after(3))
     records = sorted((out / "cells").glob("*.json"))
     assert [p.stem for p in records] == [f"P0000_S0_C{i:05d}" for i in range(6)]
     assert not (out / "results.csv").exists()
@@ -78,7 +78,7 @@ def test_resume_after_an_interrupted_run_matches_uninterrupted(tiny_dirs, probe_
     resumed = plan_trace(_request(model, probe_file, out, resume=True))
     prepare_run_dir(out, resumed.config, resume=True)
     covered = []
-    computed = execute(resumed.tracer, resumed.probes, resumed.units, out, "unet", resumed.nu,
+    computed = execute(resumed.tracer, resumed.probes, resumed.units, out, "unet", resumed.noise,
                        progress=covered.append)
     assert computed == 12 - 2 and sum(covered) == total  # the cut unit again, whole; the two finished ones not
     assert write_results(out, resumed.units).read_text() == reference

@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 import torch
 
 from locedit.edit.edit import Edit
-from locedit.edit.quickfix import DEFAULT_TEMPLATES, check_templates
+from locedit.edit.quickfix import DEFAULT_TEMPLATES, check_templates, read_templates
 from locedit.edit.targets import cross_attention_projections, unet_name
 from locedit.edit.unet_tuning import (
     check_training,
@@ -39,6 +39,7 @@ from locedit.edit.unet_tuning import (
     unet_edit,
 )
 from locedit.errors import InvalidInputError
+from locedit.options import is_int, is_number, option, require, require_choice
 
 ABLATE_VARIANTS = ("kv", "full")
 ANCHOR_TARGETS = ("current", "frozen")
@@ -49,9 +50,9 @@ class AblateSettings:
     """Hyper-parameters of Concept Ablation. Defaults follow the paper's style/instance runs."""
 
     # Optimisation steps. The paper: 100 (its diffusers README: 100 on 2 GPUs, 200 on one).
-    steps: int = 100
+    steps: int = option(100, parse=int, metavar="N", help="training steps of the fine-tuning methods")
     # AdamW learning rate: the paper's 2e-6 per image scaled by the batch of 8 (its --scale_lr).
-    lr: float = 1.6e-5
+    lr: float = option(1.6e-5, parse=float, help="learning rate of the fine-tuning methods")
     # Anchor latents per step. The paper's batch: 4 per GPU × 2 GPUs.
     batch: int = 8
     # AdamW weight decay: the diffusers training scripts' default the reference uses.
@@ -66,14 +67,27 @@ class AblateSettings:
     anchor_guidance: float = 7.5
     # Caption templates, "{}" marking the concept: anchor prompt t(anchor) pairs with target prompt
     # t(concept). The paper uses 200 ChatGPT captions of the anchor; these are locedit's quickfix templates.
-    templates: tuple[str, ...] = DEFAULT_TEMPLATES
+    templates: tuple[str, ...] = option(DEFAULT_TEMPLATES, parse=read_templates, metavar="FILE",
+                                        help="caption templates file, one per line, '{}' marks the concept",
+                                        shown=f"the {len(DEFAULT_TEMPLATES)} built-in templates")
     # Whose anchor prediction is the target: "current" (the model being trained, stop-gradient; the
     # paper's model-based loss and its code) or "frozen" (the original model, which never moves).
     anchor_target: str = "current"
     # Side of the square latent; None: the UNet's sample_size (64 = 512 px for SD1, as the paper).
     latent_size: int | None = None
     # Seed of every random draw (anchor generation, batches, t, ε).
-    seed: int = 0
+    seed: int = option(0, parse=int, help="seed of the fine-tuning methods' random draws")
+
+    def __post_init__(self):
+        check_training(self)
+        for name in ("batch", "anchor_images", "anchor_steps"):
+            require(self, name, is_int(getattr(self, name), 1), "a positive integer")
+        require(self, "weight_decay", is_number(self.weight_decay) and self.weight_decay >= 0, ">= 0")
+        require(self, "max_grad_norm", self.max_grad_norm is None or (is_number(self.max_grad_norm)
+                and self.max_grad_norm > 0), "> 0", "None turns clipping off")
+        require(self, "anchor_guidance", is_number(self.anchor_guidance), "a number")
+        self.templates = check_templates(self.templates)
+        require_choice(self, "anchor_target", ANCHOR_TARGETS)
 
 
 def ablate_parameter_names(unet: torch.nn.Module, variant: str) -> list[str]:
@@ -137,16 +151,11 @@ def ablate(
         anchor prompts) and stats (every step's loss, the means of its first/last tenth).
     """
     cfg = replace(settings or AblateSettings(), **{k: v for k, v in dict(steps=steps, lr=lr, seed=seed).items() if v is not None})
-    check_training(cfg.steps, cfg.lr, cfg.seed)
     concept = concept.strip() if isinstance(concept, str) else ""
     anchor = anchor.strip() if isinstance(anchor, str) else ""
     if not concept or not anchor:
         raise InvalidInputError("Concept Ablation needs a concept and an anchor concept, e.g. 'van gogh' -> 'painting'")
-    if cfg.anchor_target not in ANCHOR_TARGETS:
-        raise InvalidInputError(f"unknown anchor_target {cfg.anchor_target!r}; use {' or '.join(ANCHOR_TARGETS)}")
-    if min(cfg.batch, cfg.anchor_images, cfg.anchor_steps) < 1:
-        raise InvalidInputError("batch, anchor_images and anchor_steps must be positive")
-    templates = check_templates(cfg.templates)
+    templates = cfg.templates
     start = time.perf_counter()
     names = ablate_parameter_names(pipe.unet, variant)
     side = latent_size(pipe, cfg.latent_size)

@@ -35,6 +35,7 @@ import torch
 from locedit.io import atomic_path
 from locedit.models import TextEncoderHandle
 from locedit.models.families import resolve_text_module, text_template
+from locedit.options import option, require
 
 FORMAT = "locedit-corpus-moment/1"
 SUBFOLDER = "corpus-moments"
@@ -49,10 +50,15 @@ class CacheSettings:
     """Whether and where corpus key sums persist between processes (see cache_folder)."""
 
     # False: every process computes the sums itself (repeated edits in one process still reuse
-    # them from memory). The CLI's --no-cache and LOCEDIT_NO_CACHE=1 turn it off too.
-    enabled: bool = True
+    # them from memory). LOCEDIT_NO_CACHE=1 turns it off too.
+    enabled: bool = option(True, flag="--no-cache", action="flag",
+                           help="neither read nor write the corpus moment cache ($LOCEDIT_CACHE, else ~/.cache/locedit)")
     # Cache folder; None: $LOCEDIT_CACHE if set, else $XDG_CACHE_HOME/locedit, else ~/.cache/locedit.
     folder: str | Path | None = None
+
+    def __post_init__(self):
+        require(self, "enabled", isinstance(self.enabled, bool), "True or False")
+        require(self, "folder", self.folder is None or isinstance(self.folder, (str, Path)), "a folder path or None")
 
 
 SETTINGS = CacheSettings()

@@ -23,7 +23,7 @@ class Target:
 
     component: str  # pipeline attribute, "text_encoder" or "text_encoder_2"
     module_path: str  # canonical module path inside the component
-    encoder_index: int  # 1-based, as the CLI's --encoder
+    encoder_index: int  # 0-based, as the CLI's --encoder and TextEncoderHandle.index
 
     @property
     def name(self) -> str:

@@ -20,6 +20,7 @@ from locedit.edit.edit import Edit
 from locedit.edit.targets import UNET, fingerprint_tensors, unet_name
 from locedit.errors import InvalidInputError
 from locedit.models import detect_family
+from locedit.options import is_int, is_number, require
 
 
 @dataclass
@@ -59,11 +60,9 @@ class Conditioning:
 
 
 def latent_size(pipe, size: int | None = None) -> int:
-    """Side of the square latent the baselines train on: `size`, or the UNet's configured sample size."""
-    side = int(size if size is not None else pipe.unet.config.sample_size)
-    if side < 1:
-        raise InvalidInputError(f"latent size must be a positive integer (got {side})")
-    return side
+    """Side of the square latent the baselines train on: `size` (checked by the settings), or the
+    UNet's configured sample size."""
+    return int(size if size is not None else pipe.unet.config.sample_size)
 
 
 @torch.no_grad()
@@ -125,14 +124,14 @@ def denoise(unet, scheduler, x: torch.Tensor, cond: Conditioning, uncond: Condit
 
 
 # ------------------------------------------------------------------------------- parameters
-def check_training(steps: int, lr: float, seed: int) -> None:
-    """Raise ValueError unless steps is a positive integer, lr > 0 and seed a non-negative integer."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InvalidInputError(f"steps must be a positive integer (got {steps!r})")
-    if not lr > 0:
-        raise InvalidInputError(f"lr must be > 0 (got {lr!r})")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InvalidInputError(f"seed must be a non-negative integer (got {seed!r})")
+def check_training(settings) -> None:
+    """The checks of the fields every fine-tuning settings class has (steps, lr, seed, latent_size);
+    called by ESDSettings / AblateSettings.__post_init__."""
+    require(settings, "steps", is_int(settings.steps, 1), "a positive integer")
+    require(settings, "lr", is_number(settings.lr) and settings.lr > 0, "a number > 0")
+    require(settings, "seed", is_int(settings.seed, 0), "a non-negative integer")
+    require(settings, "latent_size", settings.latent_size is None or is_int(settings.latent_size, 1),
+            "a positive integer", "leave it None for the UNet's sample size")
 
 
 def parameter_names(unet: torch.nn.Module, include: Callable[[str, str], bool]) -> list[str]:

@@ -14,7 +14,8 @@ Groups (each reported on its own, image by image, the same seed before and after
   change is the user's choice.
 
 A JSONL suite has one object per line with the fields of `EvalItem`; ``expect``, ``key`` and
-``target`` map attribute names to values (for the ``builtin`` judge) and ``key_text`` /
+``target`` map attribute names to values (for the ``builtin`` judge: colour, shape, style, size;
+"color" is read as "colour") and ``key_text`` /
 ``value_text`` are the texts the ``clip:PATH`` judge compares efficacy images with.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from locedit.errors import LoceditError
 from locedit.io import atomic_path, read_jsonl
+from locedit.probes.probes import attribute_name
 
 EFFICACY_GROUPS = ("efficacy", "generality")
 SPECIFICITY_GROUPS = ("neighbours", "attributes", "entities")
@@ -62,6 +64,12 @@ class EvalItem:
     target: dict[str, str] = field(default_factory=dict)
     key_text: str | None = None
     value_text: str | None = None
+
+    def __post_init__(self):
+        for name in ("expect", "key", "target"):  # "color" -> "colour" (probes.ATTRIBUTE_ALIASES)
+            mapping = getattr(self, name)
+            if isinstance(mapping, dict):
+                object.__setattr__(self, name, {attribute_name(a) if isinstance(a, str) else a: v for a, v in mapping.items()})
 
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, {})}

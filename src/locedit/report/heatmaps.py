@@ -159,7 +159,7 @@ def draw_report(run_dir: str | Path, out: str | Path | None = None) -> list[Path
         layers, cols, grid, filtered = unet_table(rows, "attribute")
         note = "" if filtered else " (no prompt destroyed by the corruption: all averaged)"
         written.append(_heatmap(grid, [_short(x) for x in layers], cols,
-                                f"UNet causal effect by attribute, ν={config['noise']:.3g}{note}",
+                                f"UNet causal effect by attribute, noise {config['noise']:.3g}{note}",
                                 target / "unet_by_attribute.png", xlabel="attribute"))
         layers, cols, grid, _ = unet_table(rows, "prompt")
         cols = [c + (" [not destroyed]" if int(c.split(":")[0]) in flagged else "") for c in cols]

@@ -18,7 +18,7 @@ from locedit.trace.store import has_record, save_png, write_record
 
 
 def cell_record(tracer: Tracer, probes: Sequence[Probe], unit: Unit, j: int, clean: float, corrupted: float,
-                restored: float, component: str, nu: float) -> dict:
+                restored: float, component: str, noise: float) -> dict:
     """The record of cell `j` of `unit`: the probe, the three scores, the effect and what was restored."""
     probe = probes[unit.prompt_index]
     cell = unit.cells[j]
@@ -33,7 +33,7 @@ def cell_record(tracer: Tracer, probes: Sequence[Probe], unit: Unit, j: int, cle
         "score_restored": restored,
         "effect": effect(clean, corrupted, restored),
         "destroyed": bool(tracer.destroyed(clean, corrupted)),
-        "noise": nu,
+        "noise": noise,
     }
     if isinstance(cell, UNetCell):
         record.update(encoder="", layer=cell.label, token="", state=cell.state, window=len(cell.modules),
@@ -44,10 +44,10 @@ def cell_record(tracer: Tracer, probes: Sequence[Probe], unit: Unit, j: int, cle
     return record
 
 
-def _run_unit(tracer: Tracer, probe: Probe, unit: Unit, component: str, nu: float) -> UnitResult:
+def _run_unit(tracer: Tracer, probe: Probe, unit: Unit, component: str, noise: float) -> UnitResult:
     if component == "unet":
-        return tracer.run_unet_unit(probe, unit.seed, nu, unit.cells)
-    return tracer.run_text_unit(probe, unit.seed, nu, unit.cells)
+        return tracer.run_unet_unit(probe, unit.seed, noise, unit.cells)
+    return tracer.run_text_unit(probe, unit.seed, noise, unit.cells)
 
 
 def _save_images(out: Path, unit: Unit, result: UnitResult, missing: list[int]) -> None:
@@ -62,7 +62,7 @@ def _save_images(out: Path, unit: Unit, result: UnitResult, missing: list[int]) 
 
 
 def execute(tracer: Tracer, probes: Sequence[Probe], units: Sequence[Unit], out: Path, component: str,
-            nu: float, save_images: bool = False, rank: int = 0, world: int = 1,
+            noise: float, save_images: bool = False, rank: int = 0, world: int = 1,
             progress: Callable[[int], None] | None = None) -> int:
     """Compute this rank's units (index % world == rank), skipping units whose records all exist.
 
@@ -76,12 +76,12 @@ def execute(tracer: Tracer, probes: Sequence[Probe], units: Sequence[Unit], out:
         ids = unit.cell_ids()
         missing = [j for j, cid in enumerate(ids) if not has_record(out, cid)]
         if missing:
-            result = _run_unit(tracer, probes[unit.prompt_index], unit, component, nu)
+            result = _run_unit(tracer, probes[unit.prompt_index], unit, component, noise)
             if save_images:
                 _save_images(out, unit, result, missing)
             for j in missing:
                 write_record(out, cell_record(tracer, probes, unit, j, result.clean, result.corrupted,
-                                              result.restored[j], component, nu))
+                                              result.restored[j], component, noise))
             computed += 1
         if progress is not None:
             progress(len(ids))

@@ -3,7 +3,7 @@ per cell, optional PNGs, results.csv and baselines.csv (the plan is plan.py, its
 
 Layout of a run directory:
 
-    config.json                      everything that defines the run (and ν, embedding stds used)
+    config.json                      everything that defines the run (and the noise scale, embedding stds used)
     cells/P{prompt:04d}_S{seed}_C{cell:05d}.json   one record per cell
     images/P…_S…_clean.png, …_corrupted.png, …_C{cell}.png   with --save-images
     results.csv                      one row per cell, written by rank 0 when every cell is done
@@ -47,7 +47,7 @@ class RunDirError(LoceditError, FileExistsError):
 def prepare_run_dir(out: Path, config: dict, resume: bool) -> dict:
     """Create `out` with config.json, or check it holds the same run when resuming.
 
-    Returns the stored config (on resume, its recorded ν is the one to use). Raises RunDirError.
+    Returns the stored config (on resume, its recorded noise scale is the one to use). Raises RunDirError.
     """
     stored_path = out / "config.json"
     if out.exists() and any(out.iterdir()):
@@ -59,7 +59,7 @@ def prepare_run_dir(out: Path, config: dict, resume: bool) -> dict:
         stored = json.loads(stored_path.read_text())
         for key in RUN_KEYS:
             if key == "noise" and config.get("noise_spec") == "auto" and stored.get("noise_spec") == "auto":
-                continue  # auto: the recorded ν is used
+                continue  # auto: the recorded noise scale is used
             if stored.get(key) != config.get(key):
                 raise RunDirError(f"--out {str(out)!r} holds a different run ({key} was {stored.get(key)!r}, now "
                                   f"{config.get(key)!r}); resume with the same options or choose a new folder")

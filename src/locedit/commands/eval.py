@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from locedit.commands.common import add_model_args, load_model
+from locedit.commands.common import add_model_args, add_options, load_model, settings_from_args
 from locedit.errors import InvalidInputError
+from locedit.evaluate.edit_eval import EvalSettings
 
 
 def register(sub) -> None:
@@ -25,10 +26,7 @@ def register(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="builtin suite: seed of the records and generation seeds (default 0)")
     p.add_argument("--judge", default=None, help="builtin (built-in models; default there) or clip:PATH (a local CLIP folder)")
     p.add_argument("--tolerance", type=float, default=2.0, help="clip judge: CLIP-Score points a kept prompt may lose (default 2)")
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
-    p.add_argument("--guidance", type=float, default=5.0, help="guidance scale (default 5)")
-    p.add_argument("--batch", type=int, default=64, help="images per pipeline call (default 64)")
-    p.add_argument("--no-null", action="store_true", help="skip the null control (a random ΔW of the edit's norm)")
+    add_options(p, EvalSettings)  # --steps, --guidance, --batch, --no-null
     p.add_argument("--allow-overlap", action="store_true", help="evaluate even if suite prompts are captions the edit was fitted on")
     p.add_argument("--out", required=True, metavar="DIR", help="results folder to create (results.json, results.csv, items.jsonl, grids)")
     p.set_defaults(func=run)
@@ -38,7 +36,6 @@ def run(args) -> int:
     from tqdm.auto import tqdm
 
     from locedit.edit import Edit
-    from locedit.evaluate.edit_eval import EvalSettings
     from locedit.evaluate.judges import ClipJudge, make_judge
     from locedit.evaluate.results import summary_table, write_results
     from locedit.evaluate.run import evaluate
@@ -49,7 +46,7 @@ def run(args) -> int:
         raise FileExistsError(f"--out {args.out!r} exists and is not empty; choose a new folder")
     if args.per_group < 1:
         raise InvalidInputError(f"--per-group must be >= 1 (got {args.per_group})")
-    settings = EvalSettings(steps=args.steps, guidance=args.guidance, batch=args.batch, null=not args.no_null)
+    settings = settings_from_args(EvalSettings, args)
     suite = args.suite if args.suite == "builtin" else read_suite(args.suite)  # a bad suite fails before the model loads
     edit = Edit.load(args.edit)
     judge_spec = args.judge or ("builtin" if args.model.startswith("builtin:") else None)
@@ -67,7 +64,7 @@ def run(args) -> int:
         report, info = evaluate(pipe, edit, suite, judge, settings, allow_overlap=args.allow_overlap, progress=bar.update)
     config = {
         "model": args.model, "edit": str(args.edit), "edit_meta": {k: v for k, v in edit.meta.items() if k != "fit_captions"},
-        "steps": args.steps, "guidance": args.guidance, "null": not args.no_null, "split": args.split,
+        "steps": settings.steps, "guidance": settings.guidance, "null": settings.null, "split": args.split,
         "per_group": args.per_group, "seed": args.seed, **info, "suite": args.suite if args.suite != "builtin" else f"builtin ({args.split} split)",
     }
     write_results(report, out, config)
