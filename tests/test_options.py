@@ -74,8 +74,13 @@ def test_commands_default_to_the_library_defaults():
     assert settings_from_args(TraceSettings, args) == TraceSettings()
     args = build_parser().parse_args(["edit", "m", "--remove", "a", "--to", "b"])
     assert settings_from_args(QuickFixConfig, args) == QuickFixConfig()
-    assert settings_from_args(UCESettings, args) == UCESettings() and settings_from_args(ESDSettings, args) == ESDSettings()
-    assert settings_from_args(EvalSettings, build_parser().parse_args(["eval", "m", "e", "--out", "o"])) == EvalSettings()
+    assert (
+        settings_from_args(UCESettings, args) == UCESettings()
+        and settings_from_args(ESDSettings, args) == ESDSettings()
+    )
+    assert (
+        settings_from_args(EvalSettings, build_parser().parse_args(["eval", "m", "e", "--out", "o"])) == EvalSettings()
+    )
     assert settings_from_args(DemoSettings, build_parser().parse_args(["demo"])) == DemoSettings()
     # the help states the dataclass' defaults
     assert f"(default: {GenerationSettings().steps})" in " ".join(_sub("trace").format_help().split())

@@ -25,8 +25,10 @@ def run(capsys, *argv: str) -> tuple[str, str]:
 @pytest.fixture(scope="module")
 def tiny_edit(tiny_dirs, tmp_path_factory):
     path = tmp_path_factory.mktemp("quiet_edit") / "e.safetensors"
-    assert main(["edit", str(tiny_dirs["sd1"]), "--remove", "van gogh", "--to", "painting", "--out", str(path),
-                 "--quiet"]) == 0
+    assert (
+        main(["edit", str(tiny_dirs["sd1"]), "--remove", "van gogh", "--to", "painting", "--out", str(path), "--quiet"])
+        == 0
+    )
     return path
 
 
@@ -73,10 +75,25 @@ def test_trace_and_report(tiny_dirs, tmp_path, capsys):
 
 def test_eval(tiny_dirs, tiny_clip, tiny_edit, tmp_path, capsys):
     suite = tmp_path / "suite.jsonl"
-    write_suite([EvalItem("a painting by van gogh", "efficacy", 0, key_text="van gogh", value_text="a painting"),
-                 EvalItem("a photo of a cat", "attributes", 1)], suite)
-    args = ["eval", str(tiny_dirs["sd1"]), str(tiny_edit), "--suite", str(suite), "--judge", f"clip:{tiny_clip}",
-            "--steps", "1", "--no-null"]
+    write_suite(
+        [
+            EvalItem("a painting by van gogh", "efficacy", 0, key_text="van gogh", value_text="a painting"),
+            EvalItem("a photo of a cat", "attributes", 1),
+        ],
+        suite,
+    )
+    args = [
+        "eval",
+        str(tiny_dirs["sd1"]),
+        str(tiny_edit),
+        "--suite",
+        str(suite),
+        "--judge",
+        f"clip:{tiny_clip}",
+        "--steps",
+        "1",
+        "--no-null",
+    ]
     out, err = run(capsys, *args, "--out", str(tmp_path / "q"), "--quiet")
     assert err == "" and out.splitlines()[-1].startswith(f"results written to {tmp_path / 'q'}/")
     _, loud_err = run(capsys, *args, "--out", str(tmp_path / "loud"))
@@ -88,7 +105,9 @@ def test_demo(tmp_path, capsys, monkeypatch):
 
     real = demo_command.settings_from_args
     short = {"trace_steps": 1, "probe_count": 1, "text_states": ("attn",), "unet_layers": ("attn2",)}
-    monkeypatch.setattr(demo_command, "settings_from_args", lambda cls, args: dataclasses.replace(real(cls, args), **short))
+    monkeypatch.setattr(
+        demo_command, "settings_from_args", lambda cls, args: dataclasses.replace(real(cls, args), **short)
+    )
     out, err = run(capsys, "demo", "--out", str(tmp_path / "demo"), "--steps", "1", "--eval-per-group", "1", "--quiet")
     assert err == ""
     assert out.startswith("# locedit demo on builtin:shapes")

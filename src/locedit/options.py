@@ -42,8 +42,15 @@ def option(
         action: "flag" for a switch (given: `not default`), "append" for a repeatable flag.
         shown: how the help states the default when its repr would not say it (e.g. None = "the model's").
     """
-    metadata = {"help": help, "flag": flag, "choices": tuple(choices) if choices is not None else None,
-                "metavar": metavar, "parse": parse, "action": action, "shown": shown}
+    metadata = {
+        "help": help,
+        "flag": flag,
+        "choices": tuple(choices) if choices is not None else None,
+        "metavar": metavar,
+        "parse": parse,
+        "action": action,
+        "shown": shown,
+    }
     return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
 
 
@@ -77,11 +84,13 @@ def require(settings: Any, name: str, ok: bool, requirement: str, fix: str = "")
     without a flag is named by its Python name)."""
     if not ok:
         value = getattr(settings, name)
-        raise InvalidInputError(f"{_label(settings, name)} must be {requirement} (got {value!r})" + (f"; {fix}" if fix else ""))
+        raise InvalidInputError(
+            f"{_label(settings, name)} must be {requirement} (got {value!r})" + (f"; {fix}" if fix else "")
+        )
 
 
 def require_choice(settings: Any, name: str, choices: Iterable[Any]) -> None:
-    """Raise InvalidInputError "unknown <name> <value> (<flag>); use one of ..." unless the value is one of `choices`."""
+    """Raise InvalidInputError "unknown <name> <value> (<flag>); use one of ..." unless the value is in `choices`."""
     choices = tuple(choices)
     value = getattr(settings, name)
     if value not in choices:

@@ -7,13 +7,7 @@ import json
 import pytest
 import torch
 
-from locedit.models import (
-    ModelNotFoundError,
-    UnsupportedModelError,
-    detect_family,
-    load_pipeline,
-    text_encoders,
-)
+from locedit.models import ModelNotFoundError, UnsupportedModelError, detect_family, load_pipeline, text_encoders
 
 
 def test_families_detected_from_saved_folders(load_tiny, family):

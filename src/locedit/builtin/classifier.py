@@ -32,15 +32,24 @@ class ShapesCNN(nn.Module):
     def __init__(self):
         super().__init__()
         self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 16×16
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 8×8
-            nn.Conv2d(64, 96, 3, padding=1), nn.BatchNorm2d(96), nn.ReLU(),
+            nn.Conv2d(64, 96, 3, padding=1),
+            nn.BatchNorm2d(96),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 4×4
             nn.Flatten(),
-            nn.Linear(96 * 16, 128), nn.ReLU(),
+            nn.Linear(96 * 16, 128),
+            nn.ReLU(),
         )
         self.heads = nn.ModuleDict({attr: nn.Linear(128, len(vals)) for attr, vals in HEADS.items()})
 
@@ -116,7 +125,7 @@ class ShapesClassifier:
         self.net = net.eval()
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> "ShapesClassifier":
+    def load(cls, path: str | Path | None = None) -> ShapesClassifier:
         """The shipped classifier (or the safetensors at ``path``)."""
         net = ShapesCNN()
         net.load_state_dict(load_file(str(path or WEIGHTS)))
@@ -149,4 +158,6 @@ class ShapesClassifier:
             rec = vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample
             x = ((rec + 1) / 2).clamp(0, 1)
         preds = self.predict(x)
-        return {f"acc_{a}": float(np.mean([p[a] == r.attributes[a] for p, r in zip(preds, records)])) for a in ATTRIBUTES}
+        return {
+            f"acc_{a}": float(np.mean([p[a] == r.attributes[a] for p, r in zip(preds, records)])) for a in ATTRIBUTES
+        }

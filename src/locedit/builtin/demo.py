@@ -45,9 +45,15 @@ class DemoSettings:
             require(self, name, is_int(getattr(self, name), 1), "a positive integer")
         require(self, "guidance", is_number(self.guidance), "a number")
         require(self, "seeds", bool(self.seeds) and all(is_int(x, 0) for x in self.seeds), "non-negative integers")
-        require(self, "noise", self.noise == "auto" or (is_number(self.noise) and self.noise > 0), "a number > 0 or auto")
-        require(self, "probe_count", is_int(self.probe_count, 1) and self.probe_count <= len(shapes_probes()),
-                f"between 1 and {len(shapes_probes())}")
+        require(
+            self, "noise", self.noise == "auto" or (is_number(self.noise) and self.noise > 0), "a number > 0 or auto"
+        )
+        require(
+            self,
+            "probe_count",
+            is_int(self.probe_count, 1) and self.probe_count <= len(shapes_probes()),
+            f"between 1 and {len(shapes_probes())}",
+        )
         require(self, "edit_key", bool(str(self.edit_key).strip()), "a concept of the shapes world")
         require(self, "edit_value", bool(str(self.edit_value).strip()), "a concept of the shapes world")
 
@@ -56,10 +62,30 @@ def shapes_probes() -> list[dict]:
     """A small probe set of the shapes world: colours, styles (word and artist), a shape."""
     return [
         {"prompt": "a red circle on a plain background", "subject": "red", "attribute": "colour", "value": "red"},
-        {"prompt": "a yellow star on a striped background", "subject": "striped", "attribute": "style", "value": "striped"},
-        {"prompt": "a green cross in the style of karl brenner", "subject": "karl brenner", "attribute": "style", "value": "striped"},
-        {"prompt": "a photo of a blue square on a dotted background", "subject": "blue", "attribute": "colour", "value": "blue"},
-        {"prompt": "a purple triangle on a checkered background", "subject": "triangle", "attribute": "object", "value": "triangle"},
+        {
+            "prompt": "a yellow star on a striped background",
+            "subject": "striped",
+            "attribute": "style",
+            "value": "striped",
+        },
+        {
+            "prompt": "a green cross in the style of karl brenner",
+            "subject": "karl brenner",
+            "attribute": "style",
+            "value": "striped",
+        },
+        {
+            "prompt": "a photo of a blue square on a dotted background",
+            "subject": "blue",
+            "attribute": "colour",
+            "value": "blue",
+        },
+        {
+            "prompt": "a purple triangle on a checkered background",
+            "subject": "triangle",
+            "attribute": "object",
+            "value": "triangle",
+        },
     ]
 
 
@@ -141,10 +167,16 @@ def _trace(pipe, component: str, cfg: DemoSettings, probes_file: Path, work: Pat
     else:
         layers = list(cfg.unet_layers) if cfg.unet_layers else None
     req = TraceRequest(
-        model="builtin:shapes", out=str(run_dir), probes=str(probes_file), component=component,
-        seeds=list(cfg.seeds), generation=GenerationSettings(steps=cfg.trace_steps, guidance=cfg.guidance),
+        model="builtin:shapes",
+        out=str(run_dir),
+        probes=str(probes_file),
+        component=component,
+        seeds=list(cfg.seeds),
+        generation=GenerationSettings(steps=cfg.trace_steps, guidance=cfg.guidance),
         batch=cfg.trace_batch,
-        scorer="builtin", noise=cfg.noise, layers=layers,
+        scorer="builtin",
+        noise=cfg.noise,
+        layers=layers,
     )
     run_trace(req, pipe=pipe, quiet=quiet)
     draw_report(run_dir, work / "heatmaps")
@@ -175,8 +207,20 @@ def _evaluate(pipe, edit, cfg: DemoSettings, work: Path, quiet: bool, say) -> di
     write_results(report, work / "eval", {"model": "builtin:shapes", "edit": "edit.safetensors", **info})
     return {
         "pairs": edit.meta["pairs"],
-        "settings": {k: edit.meta[k] for k in ("lam", "positions", "templates", "preserve", "layer", "corpus_weight",
-                                               "corpus_keys", "module", "vocab_weight")},
+        "settings": {
+            k: edit.meta[k]
+            for k in (
+                "lam",
+                "positions",
+                "templates",
+                "preserve",
+                "layer",
+                "corpus_weight",
+                "corpus_keys",
+                "module",
+                "vocab_weight",
+            )
+        },
         "rows": report.rows(),
         "weight": report.weight,
     }
@@ -199,19 +243,30 @@ def summary_markdown(summary: dict) -> str:
         lines += ["| " + " | ".join(str(c[k]) for k in cols) + " |" for c in info["top_cells"]]
         lines.append("")
     e = summary["edit"]
-    lines += [f"## DIFF-QUICKFIX: {', '.join(f'{k!r} -> {v!r}' for k, v in e['pairs'])}", "",
-              f"settings: {e['settings']}", "",
-              "Judged on held-out prompts (none of them fitted), image by image with the same seeds before and after; "
-              "95% Wilson intervals; null control: a random ΔW of the same norm.", "",
-              "| group | metric | n | rate [95% CI] | null control |", "|---|---|---|---|---|"]
+    lines += [
+        f"## DIFF-QUICKFIX: {', '.join(f'{k!r} -> {v!r}' for k, v in e['pairs'])}",
+        "",
+        f"settings: {e['settings']}",
+        "",
+        "Judged on held-out prompts (none of them fitted), image by image with the same seeds before and after; "
+        "95% Wilson intervals; null control: a random ΔW of the same norm.",
+        "",
+        "| group | metric | n | rate [95% CI] | null control |",
+        "|---|---|---|---|---|",
+    ]
     for r in e["rows"]:
         rate = "-" if r["rate"] is None else f"{r['rate']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
         null = "-" if r.get("null_rate") is None else f"{r['null_rate']:.2f} [{r['null_lo']:.2f}, {r['null_hi']:.2f}]"
         lines.append(f"| {r['group']} | {r['metric']} | {r['n']} | {rate} | {null} |")
     for name, w in e["weight"]["tensors"].items():
         lines += ["", f"weight change of {name}: ||ΔW||/||W|| = {w['rel_norm']:.3f}, rank {w['rank']}"]
-    lines += ["", "efficacy: prompts naming the style in the edit's own phrasings (captions not fitted) that no longer "
-              "show it; generality: the same in held-out phrasings; neighbours / attributes / entities: prompts without "
-              "it that keep what they asked for; other_route: the same look asked for by another name (not counted).", "",
-              "timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()), ""]
+    lines += [
+        "",
+        "efficacy: prompts naming the style in the edit's own phrasings (captions not fitted) that no longer "
+        "show it; generality: the same in held-out phrasings; neighbours / attributes / entities: prompts without "
+        "it that keep what they asked for; other_route: the same look asked for by another name (not counted).",
+        "",
+        "timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()),
+        "",
+    ]
     return "\n".join(lines)

@@ -150,8 +150,9 @@ class Checkpoint:
     def exists(self) -> bool:
         return self.state_path.exists() and self.tensors_path.exists()
 
-    def save(self, step: int, modules: dict[str, nn.Module | EMAModel], opt: torch.optim.Optimizer,
-             extra: dict) -> None:
+    def save(
+        self, step: int, modules: dict[str, nn.Module | EMAModel], opt: torch.optim.Optimizer, extra: dict
+    ) -> None:
         tensors, state = {}, {"step": step, **extra}
         for prefix, module in modules.items():
             if isinstance(module, nn.Module):
@@ -176,8 +177,16 @@ class Checkpoint:
         _load_optimizer(opt, {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")})
         return state
 
-    def step_done(self, done: int, total: int, every: int, modules: dict[str, nn.Module | EMAModel],
-                  opt: torch.optim.Optimizer, t0: float, **extra) -> None:
+    def step_done(
+        self,
+        done: int,
+        total: int,
+        every: int,
+        modules: dict[str, nn.Module | EMAModel],
+        opt: torch.optim.Optimizer,
+        t0: float,
+        **extra,
+    ) -> None:
         """After `done` of `total` steps: save when a checkpoint is due (every `every` steps and at the end)."""
         if done % every == 0 or done == total:
             self.save(done, modules, opt, {"elapsed_s": time.time() - t0, **extra})
@@ -254,12 +263,18 @@ class ImageTower(nn.Module):
     def __init__(self, width: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.GELU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(64, 64, 3, padding=1), nn.GELU(),
-            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(128, 128, 3, stride=2, padding=1), nn.GELU(),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(64, 64, 3, padding=1),
+            nn.GELU(),
+            nn.Conv2d(64, 128, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.Conv2d(128, 128, 3, stride=2, padding=1),
+            nn.GELU(),
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
             nn.Linear(128, width),
         )
 
@@ -615,9 +630,11 @@ def corpus_text(n: int = 256, seed: int = 0) -> str:
     """The folder's locedit_corpus.txt: `n` captions drawn from the training distribution, which
     DIFF-QUICKFIX reads as the corpus of its covariance term and mines for key captions."""
     rng = np.random.default_rng(seed)
-    header = ("# Typical captions of builtin:shapes (a sample of its training distribution), read by locedit's\n"
-              "# DIFF-QUICKFIX: captions naming the edited concept become key captions, the others form the\n"
-              "# covariance corpus that keeps unedited captions in place.\n")
+    header = (
+        "# Typical captions of builtin:shapes (a sample of its training distribution), read by locedit's\n"
+        "# DIFF-QUICKFIX: captions naming the edited concept become key captions, the others form the\n"
+        "# covariance corpus that keeps unedited captions in place.\n"
+    )
     return header + "".join(world.sample_training_pair(rng)[1] + "\n" for _ in range(n))
 
 

@@ -149,14 +149,7 @@ def is_held_out(colour: str, shape: str) -> bool:
 
 def seen_combinations() -> list[tuple[str, str, str, str]]:
     """All (shape, colour, style, size) drawn in training, in a fixed order."""
-    return [
-        (s, c, st, z)
-        for s in SHAPES
-        for c in COLOURS
-        for st in STYLES
-        for z in SIZES
-        if not is_held_out(c, s)
-    ]
+    return [(s, c, st, z) for s in SHAPES for c in COLOURS for st in STYLES for z in SIZES if not is_held_out(c, s)]
 
 
 def held_out_combinations() -> list[tuple[str, str, str, str]]:
@@ -223,9 +216,18 @@ def _polygon(shape: str, cx: float, cy: float, r: float) -> list[tuple[float, fl
     if shape == "cross":
         a, b = r, r * 0.36
         return [
-            (cx - b, cy - a), (cx + b, cy - a), (cx + b, cy - b), (cx + a, cy - b),
-            (cx + a, cy + b), (cx + b, cy + b), (cx + b, cy + a), (cx - b, cy + a),
-            (cx - b, cy + b), (cx - a, cy + b), (cx - a, cy - b), (cx - b, cy - b),
+            (cx - b, cy - a),
+            (cx + b, cy - a),
+            (cx + b, cy - b),
+            (cx + a, cy - b),
+            (cx + a, cy + b),
+            (cx + b, cy + b),
+            (cx + b, cy + a),
+            (cx - b, cy + a),
+            (cx - b, cy + b),
+            (cx - a, cy + b),
+            (cx - a, cy - b),
+            (cx - b, cy - b),
         ]
     raise InvalidInputError(f"unknown shape {shape!r}; known: {SHAPES}")
 

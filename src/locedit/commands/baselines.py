@@ -21,8 +21,14 @@ def method_settings() -> dict[str, type]:
     """The settings class of each method: its `option` fields are the method's flags."""
     from locedit.edit import AblateSettings, ESDSettings, QuickFixConfig, UCESettings
 
-    return {"quickfix": QuickFixConfig, "esd-x": ESDSettings, "esd-u": ESDSettings, "ablate": AblateSettings,
-            "ablate-full": AblateSettings, "uce": UCESettings}
+    return {
+        "quickfix": QuickFixConfig,
+        "esd-x": ESDSettings,
+        "esd-u": ESDSettings,
+        "ablate": AblateSettings,
+        "ablate-full": AblateSettings,
+        "uce": UCESettings,
+    }
 
 
 def method_flags() -> dict[str, tuple[str, tuple[str, ...]]]:
@@ -40,10 +46,14 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
     AblateSettings, ESDSettings)."""
     from locedit.edit import AblateSettings, ESDSettings, QuickFixConfig, UCESettings
 
-    p.add_argument("--method", default="quickfix", metavar="METHOD",
-                   help="quickfix (default: DIFF-QUICKFIX), esd-x / esd-u (ESD, erases --remove KEY; no --to), "
-                   "ablate / ablate-full (Concept Ablation of KEY onto the anchor --to VALUE; cross-attention K/V or "
-                   "all UNet weights), uce (closed-form cross-attention K/V edit)")
+    p.add_argument(
+        "--method",
+        default="quickfix",
+        metavar="METHOD",
+        help="quickfix (default: DIFF-QUICKFIX), esd-x / esd-u (ESD, erases --remove KEY; no --to), "
+        "ablate / ablate-full (Concept Ablation of KEY onto the anchor --to VALUE; cross-attention K/V or "
+        "all UNet weights), uce (closed-form cross-attention K/V edit)",
+    )
     add_options(p, {"quickfix": QuickFixConfig, "uce": UCESettings, "ablate*": AblateSettings, "esd-*": ESDSettings})
 
 
@@ -57,8 +67,10 @@ def check_method_args(args: argparse.Namespace) -> str:
         if value not in (None, []) and method not in methods:
             raise InvalidInputError(f"{flag} does not apply to --method {method} (it applies to {', '.join(methods)})")
     if method in NOT_LORA and args.lora:
-        raise InvalidInputError(f"--method {method} changes biases, norms or convolutions, which a LoRA cannot carry; "
-                         "use --out (an edit file) or --save-pipeline")
+        raise InvalidInputError(
+            f"--method {method} changes biases, norms or convolutions, which a LoRA cannot carry; "
+            "use --out (an edit file) or --save-pipeline"
+        )
     return method
 
 
@@ -69,8 +81,10 @@ def baseline_pairs(args: argparse.Namespace, method: str) -> list[tuple[str, str
 
     if method in ("esd-x", "esd-u"):
         if args.to is not None or args.pair:
-            raise InvalidInputError(f"{method} erases a concept towards the unconditional prediction: give --remove KEY "
-                             "without --to or --pair")
+            raise InvalidInputError(
+                f"{method} erases a concept towards the unconditional prediction: give --remove KEY "
+                "without --to or --pair"
+            )
         if not args.remove or not args.remove.strip():
             raise InvalidInputError(f"nothing to erase: give --remove KEY (e.g. --method {method} --remove 'van gogh')")
         return [(args.remove.strip(), None)]
@@ -99,8 +113,14 @@ def run_baseline_edit(args: argparse.Namespace, method: str) -> int:
     elif method in ("ablate", "ablate-full"):
         from locedit.edit.ablate import ablate
 
-        edit = ablate(pipe, pairs[0][0], pairs[0][1], "full" if method == "ablate-full" else "kv", settings=settings,
-                      progress=progress)
+        edit = ablate(
+            pipe,
+            pairs[0][0],
+            pairs[0][1],
+            "full" if method == "ablate-full" else "kv",
+            settings=settings,
+            progress=progress,
+        )
     else:
         from locedit.edit.uce import uce
 

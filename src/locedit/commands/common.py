@@ -85,8 +85,9 @@ def given_options(settings: type, args: argparse.Namespace) -> dict[str, Any]:
                 raise
             except (TypeError, ValueError):
                 kind = {int: "an integer", float: "a number"}.get(parse, "valid")
-                raise InvalidInputError(f"{flag_of(settings, field.name)} must be {kind} (got {raw!r}): "
-                                        f"{field.metadata['help']}") from None
+                raise InvalidInputError(
+                    f"{flag_of(settings, field.name)} must be {kind} (got {raw!r}): {field.metadata['help']}"
+                ) from None
         out[field.name] = raw
     return out
 
@@ -98,8 +99,11 @@ def settings_from_args(cls: type, args: argparse.Namespace, /, **extra: Any):
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     """--quiet, the same on every command."""
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress bars or messages: stdout gets only the final summary, stderr only errors")
+    parser.add_argument(
+        "--quiet",
+        action="store_true",
+        help="no progress bars or messages: stdout gets only the final summary, stderr only errors",
+    )
 
 
 def say(args: argparse.Namespace, *message: Any) -> None:
@@ -112,9 +116,15 @@ def add_model_args(parser: argparse.ArgumentParser) -> None:
     """MODEL positional plus --device / --dtype / --quiet."""
     from locedit.models.loading import DEFAULT_DEVICE, DEFAULT_DTYPE
 
-    parser.add_argument("model", metavar="MODEL", help="local diffusers pipeline folder, or builtin:NAME (e.g. builtin:shapes)")
-    parser.add_argument("--device", default=DEFAULT_DEVICE, help=f"cpu, cuda, cuda:N, mps or auto (default: {DEFAULT_DEVICE})")
-    parser.add_argument("--dtype", default=DEFAULT_DTYPE, help=f"float32, float16 or bfloat16 (default: {DEFAULT_DTYPE})")
+    parser.add_argument(
+        "model", metavar="MODEL", help="local diffusers pipeline folder, or builtin:NAME (e.g. builtin:shapes)"
+    )
+    parser.add_argument(
+        "--device", default=DEFAULT_DEVICE, help=f"cpu, cuda, cuda:N, mps or auto (default: {DEFAULT_DEVICE})"
+    )
+    parser.add_argument(
+        "--dtype", default=DEFAULT_DTYPE, help=f"float32, float16 or bfloat16 (default: {DEFAULT_DTYPE})"
+    )
     add_quiet(parser)
 
 

@@ -31,14 +31,21 @@ def register(sub) -> None:
     p.add_argument("--preserve", nargs="+", default=[], metavar="C", help="concepts that must stay as they are")
     p.add_argument("--out", metavar="EDIT", help="write the edit file (.safetensors)")
     p.add_argument("--lora", metavar="FILE", help="also export the edit as a LoRA file")
-    p.add_argument("--lora-format", choices=["diffusers", "kohya"], default="diffusers",
-                   help="diffusers (read by diffusers, ComfyUI, Forge) or kohya (read by every client, "
-                   "AUTOMATIC1111 and kohya sd-scripts too); default diffusers")
+    p.add_argument(
+        "--lora-format",
+        choices=["diffusers", "kohya"],
+        default="diffusers",
+        help="diffusers (read by diffusers, ComfyUI, Forge) or kohya (read by every client, "
+        "AUTOMATIC1111 and kohya sd-scripts too); default diffusers",
+    )
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
     p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")
-    p.add_argument("--force", action="store_true",
-                   help="edit even if a key or value is not a word the model knows (no caption of its corpus names it, "
-                   "or its tokenizer only spells it out)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="edit even if a key or value is not a word the model knows (no caption of its corpus names it, "
+        "or its tokenizer only spells it out)",
+    )
     add_options(p, CacheSettings)  # --no-cache
     add_method_args(p)  # --method and every method's settings: --lam, --templates, --corpus..., --steps, --lr, ...
     p.set_defaults(func=run_edit)
@@ -133,10 +140,15 @@ def write_outputs(args: argparse.Namespace, pipe, edit) -> None:
         ranks, errors = report["ranks"], report["rel_errors"]
         if len(ranks) <= 4:
             for name, rank in ranks.items():
-                print(f"wrote LoRA {args.lora} ({args.lora_format}): {name} rank {rank}, relative error {errors[name]:.2e}")
+                print(
+                    f"wrote LoRA {args.lora} ({args.lora_format}): {name} rank {rank}, "
+                    f"relative error {errors[name]:.2e}"
+                )
         else:
-            print(f"wrote LoRA {args.lora} ({args.lora_format}): {len(ranks)} weights, ranks {min(ranks.values())}-"
-                  f"{max(ranks.values())}, largest relative error {max(errors.values()):.2e}")
+            print(
+                f"wrote LoRA {args.lora} ({args.lora_format}): {len(ranks)} weights, ranks {min(ranks.values())}-"
+                f"{max(ranks.values())}, largest relative error {max(errors.values()):.2e}"
+            )
     if args.save_pipeline:
         t0 = time.perf_counter()
         edit.apply(pipe)

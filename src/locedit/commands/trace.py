@@ -39,8 +39,14 @@ def run_trace_cmd(args: argparse.Namespace) -> int:
     from locedit.trace.runner import run_trace
 
     request = settings_from_args(
-        TraceRequest, args, model=args.model, out=args.out, device=args.device, dtype=args.dtype,
-        generation=settings_from_args(GenerationSettings, args), settings=settings_from_args(TraceSettings, args),
+        TraceRequest,
+        args,
+        model=args.model,
+        out=args.out,
+        device=args.device,
+        dtype=args.dtype,
+        generation=settings_from_args(GenerationSettings, args),
+        settings=settings_from_args(TraceSettings, args),
     )
     path = run_trace(request, quiet=args.quiet)
     if path is not None:
@@ -50,9 +56,11 @@ def run_trace_cmd(args: argparse.Namespace) -> int:
             baselines = list(csv.DictReader(f))
         destroyed = sum(b["destroyed"] == "1" for b in baselines)
         print(f"results: {path}")
-        print(f"corruption (noise {baselines[0]['noise'] if baselines else '?'}) destroyed the attribute in {destroyed} "
-              f"of {len(baselines)} (prompt, seed) pairs; the others are flagged in baselines.csv and left out of "
-              "heatmap averages (raise --noise, or --noise auto)")
+        print(
+            f"corruption (noise {baselines[0]['noise'] if baselines else '?'}) destroyed the attribute in {destroyed} "
+            f"of {len(baselines)} (prompt, seed) pairs; the others are flagged in baselines.csv and left out of "
+            "heatmap averages (raise --noise, or --noise auto)"
+        )
     return 0
 
 

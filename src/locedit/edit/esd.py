@@ -121,7 +121,9 @@ def esd(
         method "esd-x"/"esd-u", pairs [[concept, None]] (a removal), the settings, the fingerprint,
         seconds, fit_captions and stats: the loss of every step and the means of its first/last tenth.
     """
-    cfg = replace(settings or ESDSettings(), **{k: v for k, v in dict(steps=steps, lr=lr, seed=seed).items() if v is not None})
+    cfg = replace(
+        settings or ESDSettings(), **{k: v for k, v in dict(steps=steps, lr=lr, seed=seed).items() if v is not None}
+    )
     concept = concept.strip() if isinstance(concept, str) else ""
     if not concept:
         raise InvalidInputError("ESD needs a non-empty concept prompt to erase, e.g. 'van gogh'")

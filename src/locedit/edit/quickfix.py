@@ -66,8 +66,9 @@ def read_templates(path: str | Path) -> tuple[str, ...]:
     file = Path(path)
     if not file.is_file():
         raise FileNotFoundError(f"templates file {str(path)!r} does not exist")
-    return check_templates(line.strip() for line in file.read_text().splitlines()
-                           if line.strip() and not line.startswith("#"))
+    return check_templates(
+        line.strip() for line in file.read_text().splitlines() if line.strip() and not line.startswith("#")
+    )
 
 
 def parse_encoder(text: str | int | None) -> int | None:
@@ -77,7 +78,9 @@ def parse_encoder(text: str | int | None) -> int | None:
     try:
         return int(text)
     except ValueError:
-        raise InvalidInputError(f"--encoder {text!r} is not an encoder: give its 0-based index (0 or 1) or both") from None
+        raise InvalidInputError(
+            f"--encoder {text!r} is not an encoder: give its 0-based index (0 or 1) or both"
+        ) from None
 
 
 @dataclass
@@ -94,22 +97,31 @@ class QuickFixConfig:
     # built-in model is far higher than with "attn_out" (benchmarks/edit_quality.py, README).
     # "attn_out" (out-projection): the paper's DIFF-QUICKFIX; its input is the attention's mix of
     # every earlier token, so later positions must be edited too (positions "last+after").
-    module: str = option("attn_v", choices=MODULES,
-                         help="edited projection of the layer-0 self-attention: attn_v (value projection) or attn_out "
-                         "(out-projection, the paper's DIFF-QUICKFIX)")
+    module: str = option(
+        "attn_v",
+        choices=MODULES,
+        help="edited projection of the layer-0 self-attention: attn_v (value projection) or attn_out "
+        "(out-projection, the paper's DIFF-QUICKFIX)",
+    )
     # Edited token positions, paired by offset from the last subject token with the value caption's.
     # None: "subject" for attn_v (every token of the concept), "last+after" for attn_out (the last
     # subject token and every later position, EOS and padding included, as the paper's released
     # code does); "last": the last subject token only (the paper's single causal state).
-    positions: str | None = option(None, choices=POSITION_MODES, help="edited token positions",
-                                   shown="subject for attn_v, last+after for attn_out")
+    positions: str | None = option(
+        None, choices=POSITION_MODES, help="edited token positions", shown="subject for attn_v, last+after for attn_out"
+    )
     # Caption templates; "{}" marks the concept. Several templates make the edit generalise.
-    templates: tuple[str, ...] = option(DEFAULT_TEMPLATES, parse=read_templates, metavar="FILE",
-                                        help="caption templates file, one per line, '{}' marks the concept",
-                                        shown=f"the {len(DEFAULT_TEMPLATES)} built-in templates")
+    templates: tuple[str, ...] = option(
+        DEFAULT_TEMPLATES,
+        parse=read_templates,
+        metavar="FILE",
+        help="caption templates file, one per line, '{}' marks the concept",
+        shown=f"the {len(DEFAULT_TEMPLATES)} built-in templates",
+    )
     # Which text encoder(s) to edit: None = all (both for SDXL), or the 0-based index of one.
-    encoder: int | None = option(None, parse=parse_encoder, help="text encoder to edit: 0, 1 or both (SDXL)",
-                                 shown="both")
+    encoder: int | None = option(
+        None, parse=parse_encoder, help="text encoder to edit: 0, 1 or both (SDXL)", shown="both"
+    )
     # Text-encoder layer whose self-attention is edited (the paper's causal state: 0).
     layer: int = 0
     # dtype of the solve; float64 keeps the normal equations well conditioned.
@@ -119,9 +131,12 @@ class QuickFixConfig:
     # else locedit's generic corpus (edit/corpus.txt); captions the tokenizer cannot encode (unknown
     # words, too long) are left out.
     corpus: tuple[str, ...] | None = option(
-        None, parse=lambda path: tuple(read_corpus(path)), metavar="FILE",
+        None,
+        parse=lambda path: tuple(read_corpus(path)),
+        metavar="FILE",
         help="captions (one per line) whose outputs the edit keeps in place",
-        shown="the model folder's locedit_corpus.txt, else locedit's generic corpus")
+        shown="the model folder's locedit_corpus.txt, else locedit's generic corpus",
+    )
     # mu: weight of the corpus term, in "equivalent rows" (C is a mean over positions); 0 turns it off.
     # Chosen on the built-in model's dev split (held-out phrasings; the test split only reports):
     # mu = 10 and 100 scored the same there (1000 lost efficacy), and 10 is the smaller change
@@ -131,15 +146,23 @@ class QuickFixConfig:
     # moment of the v_proj input of every vocabulary token (the key's tokens left out) at every
     # position, added to C. It holds the words no corpus caption wrote ("an", "image" on the
     # built-in model), which a user's prompt will. None: 1.0 for attn_v, 0 (unavailable) for attn_out.
-    vocab_weight: float | None = option(None, parse=float, shown="1 for attn_v, 0 for attn_out",
-                                        help="weight of the vocabulary prior in the corpus term (attn_v only; 0 = off)")
+    vocab_weight: float | None = option(
+        None,
+        parse=float,
+        shown="1 for attn_v, 0 for attn_out",
+        help="weight of the vocabulary prior in the corpus term (attn_v only; 0 = off)",
+    )
     # Key captions mined from the corpus: up to this many corpus captions that name the key concept
     # join the templated ones (the value caption is the same caption with the value in place of the
     # key), so the edit sees the key in the contexts the model reads it in. Captions naming a key
     # are always left out of the corpus term, which would otherwise hold the key's old outputs in
     # place. 0: templates only.
-    corpus_keys: int = option(64, parse=int, metavar="N",
-                              help="corpus captions naming the key that become extra key captions (0 = templates only)")
+    corpus_keys: int = option(
+        64,
+        parse=int,
+        metavar="N",
+        help="corpus captions naming the key that become extra key captions (0 = templates only)",
+    )
     # Random compositions of the corpus' words (key words left out) added to the corpus term: they
     # hold the outputs of word orders and combinations the corpus never wrote, which users' prompts
     # will. Number of synthetic captions; 0: the corpus alone.
@@ -148,7 +171,9 @@ class QuickFixConfig:
     synthetic_seed: int = 0
 
     def __post_init__(self):
-        require(self, "lam", is_number(self.lam) and self.lam > 0, "> 0", "it keeps the edit close to the original weight")
+        require(
+            self, "lam", is_number(self.lam) and self.lam > 0, "> 0", "it keeps the edit close to the original weight"
+        )
         require_choice(self, "module", MODULES)
         if self.positions is not None:
             require_choice(self, "positions", POSITION_MODES)
@@ -159,14 +184,32 @@ class QuickFixConfig:
         require(self, "layer", is_int(self.layer, 0), "a layer index >= 0")
         if self.corpus is not None:
             self.corpus = tuple(self.corpus)
-        require(self, "corpus_weight", is_number(self.corpus_weight) and self.corpus_weight >= 0, ">= 0",
-                "0 turns the corpus term off")
-        require(self, "corpus", self.corpus is None or bool(self.corpus) or self.corpus_weight == 0,
-                "a non-empty corpus of captions when corpus_weight > 0", "give captions, or corpus_weight=0")
-        prior_ok = self.vocab_weight is None or (is_number(self.vocab_weight) and self.vocab_weight >= 0 and (
-            self.vocab_weight == 0 or (self.module == "attn_v" and self.layer == 0)))
-        require(self, "vocab_weight", prior_ok, ">= 0, and > 0 only with module attn_v at layer 0",
-                "only there is the input one token's embedding")
+        require(
+            self,
+            "corpus_weight",
+            is_number(self.corpus_weight) and self.corpus_weight >= 0,
+            ">= 0",
+            "0 turns the corpus term off",
+        )
+        require(
+            self,
+            "corpus",
+            self.corpus is None or bool(self.corpus) or self.corpus_weight == 0,
+            "a non-empty corpus of captions when corpus_weight > 0",
+            "give captions, or corpus_weight=0",
+        )
+        prior_ok = self.vocab_weight is None or (
+            is_number(self.vocab_weight)
+            and self.vocab_weight >= 0
+            and (self.vocab_weight == 0 or (self.module == "attn_v" and self.layer == 0))
+        )
+        require(
+            self,
+            "vocab_weight",
+            prior_ok,
+            ">= 0, and > 0 only with module attn_v at layer 0",
+            "only there is the input one token's embedding",
+        )
         require(self, "corpus_keys", is_int(self.corpus_keys, 0), ">= 0", "0 uses the templates only")
         require(self, "synthetic", is_int(self.synthetic, 0), ">= 0", "0 uses the corpus alone")
         require(self, "synthetic_seed", is_int(self.synthetic_seed, 0), "a non-negative integer")
@@ -204,10 +247,15 @@ def normalize_pairs(pairs, allow_empty_value: bool = False) -> list[tuple[str, s
     else:
         items = [tuple(p) for p in pairs]
     if not items:
-        raise InvalidInputError("no edit pairs given; pass at least one (key, value) pair, e.g. ('van gogh', 'painting')")
+        raise InvalidInputError(
+            "no edit pairs given; pass at least one (key, value) pair, e.g. ('van gogh', 'painting')"
+        )
     for item in items:
-        if len(item) != 2 or not all(isinstance(s, str) for s in item) or not item[0].strip() or not (
-            allow_empty_value or item[1].strip()
+        if (
+            len(item) != 2
+            or not all(isinstance(s, str) for s in item)
+            or not item[0].strip()
+            or not (allow_empty_value or item[1].strip())
         ):
             what = "a non-empty key (the value may be '')" if allow_empty_value else "two non-empty strings"
             raise InvalidInputError(f"edit pair {item!r} is not (key concept, value concept) with {what}")
@@ -236,7 +284,9 @@ def subject_positions(handle: TextEncoderHandle, caption: str, subject: str, mod
     raise InvalidInputError(f"unknown positions {mode!r}; use one of {', '.join(POSITION_MODES)}")
 
 
-def capture_keys(handle: TextEncoderHandle, captions: list[str], layer: int = 0, kind: str = "attn_out") -> torch.Tensor:
+def capture_keys(
+    handle: TextEncoderHandle, captions: list[str], layer: int = 0, kind: str = "attn_out"
+) -> torch.Tensor:
     """Inputs of layer `layer`'s self-attention projection `kind`, (B, context, d_in), stopping the forward there."""
     return capture_ids(handle, handle.tokenize(captions), layer, kind)
 
@@ -376,8 +426,8 @@ def encodable(handle: TextEncoderHandle, captions: Sequence[str]) -> list[str]:
 # `layer`'s attention, not on the edited projection, so repeated edits of one model reuse the sums; any
 # in-place change of those weights changes the key. The sums also persist on disk between processes
 # (locedit.edit.cache).
-_MOMENTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
-_VOCAB: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()  # vocabulary priors
+_MOMENTS: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
+_VOCAB: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()  # vocabulary priors
 
 
 def forget_moments() -> None:
@@ -393,7 +443,11 @@ def _weights_version(handle: TextEncoderHandle, layer: int, kind: str = "attn_ou
 
 
 def corpus_moment(
-    handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, exclude: Sequence[str] = (), kind: str = "attn_out"
+    handle: TextEncoderHandle,
+    corpus: Sequence[str],
+    layer: int = 0,
+    exclude: Sequence[str] = (),
+    kind: str = "attn_out",
 ) -> tuple[torch.Tensor | None, list[str]]:
     """(C, used captions): the second moment of keys over the captions of `corpus` this encoder can
     encode, leaving out those in `exclude`. The whole corpus' sum is cached in memory
@@ -410,12 +464,16 @@ def corpus_moment(
     return total / count, used
 
 
-def usable_corpus(handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, kind: str = "attn_out") -> list[str]:
+def usable_corpus(
+    handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, kind: str = "attn_out"
+) -> list[str]:
     """The captions of `corpus` this encoder can encode (cached with the corpus' key sums)."""
     return _corpus_sums(handle, corpus, layer, kind)[0]
 
 
-def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int, kind: str = "attn_out") -> tuple[list[str], torch.Tensor | None, int]:
+def _corpus_sums(
+    handle: TextEncoderHandle, corpus: Sequence[str], layer: int, kind: str = "attn_out"
+) -> tuple[list[str], torch.Tensor | None, int]:
     """(usable captions, sum of k k^T over them (d_in, d_in) float64, number of positions), from
     memory, else from the disk cache, else by one forward of the usable captions (then stored)."""
     key = ("corpus", kind, layer, tuple(corpus), _weights_version(handle, layer, kind))
@@ -426,7 +484,9 @@ def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int, k
     return cache[key]
 
 
-def _stored_corpus_sums(handle: TextEncoderHandle, corpus: list[str], layer: int, kind: str = "attn_out") -> tuple[list[str], torch.Tensor | None, int]:
+def _stored_corpus_sums(
+    handle: TextEncoderHandle, corpus: list[str], layer: int, kind: str = "attn_out"
+) -> tuple[list[str], torch.Tensor | None, int]:
     """_corpus_sums without the memory: read from the disk cache, or computed and written there."""
     usable, rows = _encodable_ids(handle, corpus)
     if not usable:
@@ -467,13 +527,17 @@ def _pad_ids(handle: TextEncoderHandle, rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor(padded["input_ids"], dtype=torch.long)
 
 
-def _key_sums(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int, kind: str = "attn_out") -> tuple[torch.Tensor, int]:
+def _key_sums(
+    handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int, kind: str = "attn_out"
+) -> tuple[torch.Tensor, int]:
     """(sum of k k^T over every position of every caption, float64 (d_in, d_in); number of positions)."""
     return _key_sum_ids(handle, handle.tokenize(list(captions)), layer, batch, kind)
 
 
 @torch.no_grad()
-def _key_sum_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch: int, kind: str = "attn_out") -> tuple[torch.Tensor, int]:
+def _key_sum_ids(
+    handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch: int, kind: str = "attn_out"
+) -> tuple[torch.Tensor, int]:
     """_key_sums for padded token ids (B, context), `batch` captions per forward."""
     total, count = None, 0
     for i in range(0, ids.shape[0], batch):
@@ -529,7 +593,9 @@ def vocab_sums(handle: TextEncoderHandle, pairs: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def vocab_moment(handle: TextEncoderHandle, exclude_ids: Sequence[int] = (), samples: int = VOCAB_SAMPLES, seed: int = 0) -> torch.Tensor:
+def vocab_moment(
+    handle: TextEncoderHandle, exclude_ids: Sequence[int] = (), samples: int = VOCAB_SAMPLES, seed: int = 0
+) -> torch.Tensor:
     """Mean x x^T, float64 (d, d), of the layer-0 v_proj input over the vocabulary prior's pairs
     (vocab_pairs) whose token is not in `exclude_ids` (the key's tokens)."""
     pairs = vocab_pairs(handle, samples, seed)
@@ -631,9 +697,21 @@ def quickfix(
         An Edit with the before/after tensors, the settings, the base fingerprint and statistics:
         per encoder the number of key rows and the relative error ||W'k - v|| / ||v|| on edit rows.
     """
-    cfg = _config(config, templates=templates, lam=lam, positions=positions, encoder=encoder, layer=layer,
-                  corpus=corpus, corpus_weight=corpus_weight, corpus_keys=corpus_keys, module=module,
-                  vocab_weight=vocab_weight, synthetic=synthetic, synthetic_seed=synthetic_seed)
+    cfg = _config(
+        config,
+        templates=templates,
+        lam=lam,
+        positions=positions,
+        encoder=encoder,
+        layer=layer,
+        corpus=corpus,
+        corpus_weight=corpus_weight,
+        corpus_keys=corpus_keys,
+        module=module,
+        vocab_weight=vocab_weight,
+        synthetic=synthetic,
+        synthetic_seed=synthetic_seed,
+    )
     corpus, corpus_source = _corpus(pipe, cfg)
     pair_list = normalize_pairs(pairs)
     preserve = [c.strip() for c in preserve if c.strip()]
@@ -645,18 +723,28 @@ def quickfix(
     fit: set[str] = set()  # every caption the solve read: key, value, preserve and corpus captions
     for handle in text_encoders(pipe, cfg.encoder):
         target = text_target(cfg.module, handle.name, handle.index, cfg.layer)
-        w, w_new, stats[target.name], read = _edit_encoder(handle, cfg, pair_list, preserve, corpus,
-                                                          explicit_corpus=cfg.corpus is not None)
+        w, w_new, stats[target.name], read = _edit_encoder(
+            handle, cfg, pair_list, preserve, corpus, explicit_corpus=cfg.corpus is not None
+        )
         before[target.name], after[target.name] = w.to("cpu", copy=True), w_new.to(w.dtype).cpu()
         fit.update(read)
     meta = _meta(cfg, family.name, pair_list, preserve, corpus_source if corpus else None, before, stats)
-    return Edit(before=before, after=after,
-                meta=meta | {"seconds": time.perf_counter() - start, "fit_captions": sorted(fit)})
+    return Edit(
+        before=before, after=after, meta=meta | {"seconds": time.perf_counter() - start, "fit_captions": sorted(fit)}
+    )
 
 
 # Python types of quickfix()'s keyword overrides (the CLI hands QuickFixConfig parsed values).
-_OVERRIDE_TYPES = {"lam": float, "layer": int, "corpus": list, "corpus_weight": float, "corpus_keys": int,
-                   "vocab_weight": float, "synthetic": int, "synthetic_seed": int}
+_OVERRIDE_TYPES = {
+    "lam": float,
+    "layer": int,
+    "corpus": list,
+    "corpus_weight": float,
+    "corpus_keys": int,
+    "vocab_weight": float,
+    "synthetic": int,
+    "synthetic_seed": int,
+}
 
 
 def _config(config: QuickFixConfig | None, **overrides) -> QuickFixConfig:
@@ -683,8 +771,14 @@ def _warn_unknown_concepts(pipe, pairs: list[tuple[str, str]]) -> None:
         warnings.warn(f"{problem}; the edit is computed anyway", UnknownConceptWarning, stacklevel=3)
 
 
-def _edit_encoder(handle: TextEncoderHandle, cfg: QuickFixConfig, pairs: list[tuple[str, str]], preserve: list[str],
-                  corpus: list[str], explicit_corpus: bool) -> tuple[torch.Tensor, torch.Tensor, dict, set[str]]:
+def _edit_encoder(
+    handle: TextEncoderHandle,
+    cfg: QuickFixConfig,
+    pairs: list[tuple[str, str]],
+    preserve: list[str],
+    corpus: list[str],
+    explicit_corpus: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict, set[str]]:
     """The solve for one text encoder: (W, W' in the solve dtype, statistics, every caption read)."""
     if not 0 <= cfg.layer < handle.num_layers:
         raise InvalidInputError(f"layer {cfg.layer} does not exist in {handle.name} ({handle.num_layers} layers)")
@@ -710,21 +804,29 @@ def _edit_encoder(handle: TextEncoderHandle, cfg: QuickFixConfig, pairs: list[tu
     return w, w_new, stats, set(rows.captions) | set(used)
 
 
-def _edit_rows(handle: TextEncoderHandle, cfg: QuickFixConfig, pairs: list[tuple[str, str]], preserve: list[str],
-               naming: list[str]) -> tuple[Rows, list[CaptionPair]]:
+def _edit_rows(
+    handle: TextEncoderHandle, cfg: QuickFixConfig, pairs: list[tuple[str, str]], preserve: list[str], naming: list[str]
+) -> tuple[Rows, list[CaptionPair]]:
     """(key/value rows, mined caption pairs): templated and mined key captions, and the preserved
     concepts in the templates and in the mined contexts."""
     mined = [m for m in mine_captions(naming, pairs, cfg.corpus_keys) if _usable_pair(handle, m)]
     edit_captions = template_captions(pairs, cfg.templates) + mined
     preserve_captions = [(t.format(c), c) for c in preserve for t in cfg.templates]
     preserve_captions += [(substitute(kc, k, c), c) for kc, k, _, _ in mined for c in preserve]
-    rows = build_rows(handle, edit_captions, preserve_captions, cfg.edit_positions, cfg.layer, cfg.solve_dtype,
-                      cfg.module)
+    rows = build_rows(
+        handle, edit_captions, preserve_captions, cfg.edit_positions, cfg.layer, cfg.solve_dtype, cfg.module
+    )
     return rows, mined
 
 
-def _corpus_term(handle: TextEncoderHandle, cfg: QuickFixConfig, pairs: list[tuple[str, str]], corpus: list[str],
-                 usable: list[str], naming: list[str]) -> tuple[torch.Tensor | None, list[str]]:
+def _corpus_term(
+    handle: TextEncoderHandle,
+    cfg: QuickFixConfig,
+    pairs: list[tuple[str, str]],
+    corpus: list[str],
+    usable: list[str],
+    naming: list[str],
+) -> tuple[torch.Tensor | None, list[str]]:
     """(mu * C in the solve dtype or None, corpus captions used): the second moment of the corpus'
     keys (captions naming a key left out) plus synthetic captions, and the vocabulary prior."""
     if not cfg.corpus_weight > 0:
@@ -739,8 +841,15 @@ def _corpus_term(handle: TextEncoderHandle, cfg: QuickFixConfig, pairs: list[tup
     return (cfg.corpus_weight * moment.to(cfg.solve_dtype) if moment is not None else None), used
 
 
-def _meta(cfg: QuickFixConfig, family: str, pairs: list[tuple[str, str]], preserve: list[str], corpus_source: str | None,
-          before: dict[str, torch.Tensor], stats: dict) -> dict:
+def _meta(
+    cfg: QuickFixConfig,
+    family: str,
+    pairs: list[tuple[str, str]],
+    preserve: list[str],
+    corpus_source: str | None,
+    before: dict[str, torch.Tensor],
+    stats: dict,
+) -> dict:
     """The edit's metadata: method, family, pairs, every setting as used, fingerprint and statistics."""
     return {
         "method": "diff-quickfix",

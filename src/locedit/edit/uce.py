@@ -43,8 +43,13 @@ class UCESettings:
     # Caption templates, "{}" marking the concept; each yields one key caption and its target caption
     # (a non-empty target is templated too). The reference edits the bare concept prompt; its
     # --expand_prompts adds five templates such as "painting by {}".
-    templates: tuple[str, ...] = option(("{}",), parse=read_templates, metavar="FILE", shown="'{}' (the bare concept)",
-                                        help="caption templates file, one per line, '{}' marks the concept")
+    templates: tuple[str, ...] = option(
+        ("{}",),
+        parse=read_templates,
+        metavar="FILE",
+        shown="'{}' (the bare concept)",
+        help="caption templates file, one per line, '{}' marks the concept",
+    )
     # "last": the concept's last token only (the reference); "last+after": that token and every later
     # position (end token and padding), paired by offset, as the first UCE release did. ("subject"
     # counts as "last+after" here.)
@@ -56,7 +61,9 @@ class UCESettings:
 
     def __post_init__(self):
         self.templates = check_templates(self.templates)
-        require(self, "lam", is_number(self.lam) and self.lam > 0, "> 0", "it keeps each projection close to the original")
+        require(
+            self, "lam", is_number(self.lam) and self.lam > 0, "> 0", "it keeps each projection close to the original"
+        )
         require(self, "erase_scale", is_number(self.erase_scale) and self.erase_scale > 0, "> 0")
         require(self, "preserve_scale", is_number(self.preserve_scale) and self.preserve_scale >= 0, ">= 0")
         require_choice(self, "positions", POSITION_MODES)
@@ -95,8 +102,11 @@ def uce(
         fingerprint, seconds, fit_captions and stats: key rows, preserve rows, and the relative error
         ||W'c − v*|| / ||v*|| of the edited rows (mean and max over rows and projections).
     """
-    overrides = dict(lam=None if lam is None else float(lam), templates=None if templates is None else tuple(templates),
-                     positions=positions)
+    overrides = dict(
+        lam=None if lam is None else float(lam),
+        templates=None if templates is None else tuple(templates),
+        positions=positions,
+    )
     cfg = replace(settings or UCESettings(), **{k: v for k, v in overrides.items() if v is not None})
     templates = cfg.templates
     pair_list = uce_pairs(pairs)
@@ -131,7 +141,7 @@ def uce(
         return embeds[list(rows), list(cols)]
 
     edit_keys, target_keys, pres_keys = gather(key_idx), gather(val_idx), gather(pres_idx)
-    se, sp = cfg.erase_scale ** 0.5, cfg.preserve_scale ** 0.5
+    se, sp = cfg.erase_scale**0.5, cfg.preserve_scale**0.5
     keys = torch.cat([se * edit_keys, sp * pres_keys])  # rows scaled so that plain ridge gives the weighted solve
 
     before, after, errors = {}, {}, []
@@ -147,7 +157,9 @@ def uce(
         before[name] = weight.to("cpu", copy=True)
         after[name] = w_new.to(weight.dtype).cpu()
     if not after:
-        raise InvalidInputError(f"this UNet has no cross-attention (attn2) projections {', '.join(cfg.projections)} to edit")
+        raise InvalidInputError(
+            f"this UNet has no cross-attention (attn2) projections {', '.join(cfg.projections)} to edit"
+        )
     err = torch.cat(errors)
     return Edit(
         before=before,

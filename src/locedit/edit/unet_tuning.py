@@ -39,13 +39,13 @@ class Conditioning:
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
-    def select(self, index: torch.Tensor | list[int]) -> "Conditioning":
+    def select(self, index: torch.Tensor | list[int]) -> Conditioning:
         """Rows `index` (with repeats) of every field."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return Conditioning(pick(self.embeds), pick(self.pooled), pick(self.time_ids))
 
     @staticmethod
-    def cat(parts: Iterable["Conditioning"]) -> "Conditioning":
+    def cat(parts: Iterable[Conditioning]) -> Conditioning:
         parts = list(parts)
         join = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
         return Conditioning(
@@ -74,7 +74,9 @@ def encode(pipe, prompts: list[str], side: int) -> tuple[Conditioning, Condition
     size conditioning (pixels = side × vae_scale_factor).
     """
     device = pipe.unet.device
-    out = pipe.encode_prompt(prompt=list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=True)
+    out = pipe.encode_prompt(
+        prompt=list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=True
+    )
     if detect_family(pipe).name != "sdxl":
         cond, uncond = out[0], out[1]
         return Conditioning(cond), Conditioning(uncond)
@@ -110,8 +112,9 @@ def ddpm_scheduler(pipe):
 
 
 @torch.no_grad()
-def denoise(unet, scheduler, x: torch.Tensor, cond: Conditioning, uncond: Conditioning, guidance: float,
-            steps: int) -> torch.Tensor:
+def denoise(
+    unet, scheduler, x: torch.Tensor, cond: Conditioning, uncond: Conditioning, guidance: float, steps: int
+) -> torch.Tensor:
     """Run the first `steps` DDIM steps of `scheduler` from the noise x (B, C, h, w) with
     classifier-free guidance `guidance`; returns the latent at scheduler.timesteps[steps] (float32)."""
     both = Conditioning.cat([uncond, cond])
@@ -130,8 +133,13 @@ def check_training(settings) -> None:
     require(settings, "steps", is_int(settings.steps, 1), "a positive integer")
     require(settings, "lr", is_number(settings.lr) and settings.lr > 0, "a number > 0")
     require(settings, "seed", is_int(settings.seed, 0), "a non-negative integer")
-    require(settings, "latent_size", settings.latent_size is None or is_int(settings.latent_size, 1),
-            "a positive integer", "leave it None for the UNet's sample size")
+    require(
+        settings,
+        "latent_size",
+        settings.latent_size is None or is_int(settings.latent_size, 1),
+        "a positive integer",
+        "leave it None for the UNet's sample size",
+    )
 
 
 def parameter_names(unet: torch.nn.Module, include: Callable[[str, str], bool]) -> list[str]:
@@ -236,6 +244,10 @@ def unet_edit(pipe, trained: torch.nn.Module, names: list[str], meta: dict, star
             before[name], after[name] = old, updated
     if not after:
         raise InvalidInputError("training changed no weight (in the pipeline's dtype); raise --steps or --lr")
-    meta = {**meta, "family": detect_family(pipe).name, "fingerprint": fingerprint_tensors(before),
-            "seconds": time.perf_counter() - start}
+    meta = {
+        **meta,
+        "family": detect_family(pipe).name,
+        "fingerprint": fingerprint_tensors(before),
+        "seconds": time.perf_counter() - start,
+    }
     return Edit(before, after, meta)

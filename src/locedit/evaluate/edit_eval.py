@@ -114,7 +114,9 @@ def weight_change(edit, pipe=None, prompts: Sequence[str] = ()) -> dict:
         from locedit.models import text_encoders
 
         def encode() -> list[torch.Tensor]:
-            return [h.encoder(h.tokenize(list(prompts)).to(h.encoder.device))[0].double().cpu() for h in text_encoders(pipe)]
+            return [
+                h.encoder(h.tokenize(list(prompts)).to(h.encoder.device))[0].double().cpu() for h in text_encoders(pipe)
+            ]
 
         before = encode()
         edit.apply(pipe)
@@ -122,7 +124,9 @@ def weight_change(edit, pipe=None, prompts: Sequence[str] = ()) -> dict:
             after = encode()
         finally:
             edit.revert(pipe)
-        rel = torch.stack([(a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1) for a, b in zip(after, before)]).amax(0)
+        rel = torch.stack(
+            [(a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1) for a, b in zip(after, before)]
+        ).amax(0)
         out["output_change_max"] = float(rel.max())
         out["output_change_mean"] = float(rel.mean())
         out["output_change_prompts"] = len(prompts)
@@ -140,7 +144,9 @@ class EvalSettings:
     # Images per pipeline call: memory grows with it.
     batch: int = option(64, parse=int, help="images per pipeline call")
     # Evaluate a random ΔW of the edit's norm on the same suite (doubles nothing else; adds one pass).
-    null: bool = option(True, flag="--no-null", action="flag", help="skip the null control (a random ΔW of the edit's norm)")
+    null: bool = option(
+        True, flag="--no-null", action="flag", help="skip the null control (a random ΔW of the edit's norm)"
+    )
     # Seed of the null control's random directions.
     null_seed: int = 0
 
@@ -222,7 +228,9 @@ def evaluate_edit(
             observations[which], images[which] = run()
         finally:
             applied.revert(pipe)
-    outcomes = {w: [judge.outcome(it, b, a) for it, b, a in zip(items, observations["before"], observations[w])] for w in runs}
+    outcomes = {
+        w: [judge.outcome(it, b, a) for it, b, a in zip(items, observations["before"], observations[w])] for w in runs
+    }
     rates = {w: rates_of(items, outcomes[w]) for w in runs}
     spec_prompts = [it.prompt for it in items if it.group in SPECIFICITY_GROUPS]
     weight = weight_change(edit, pipe, spec_prompts)

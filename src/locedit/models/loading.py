@@ -89,8 +89,7 @@ def resolve_model_path(spec: str | Path) -> Path:
     cls = index.get("_class_name")
     if cls not in _SUPPORTED_PIPELINES:
         raise UnsupportedModelError(
-            f"{spec_str!r} holds a {cls} pipeline; locedit supports "
-            f"{', '.join(sorted(_SUPPORTED_PIPELINES))}"
+            f"{spec_str!r} holds a {cls} pipeline; locedit supports {', '.join(sorted(_SUPPORTED_PIPELINES))}"
         )
     return path
 
@@ -147,5 +146,3 @@ def load_pipeline(
     pipe.to(target)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-

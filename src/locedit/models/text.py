@@ -85,8 +85,9 @@ def text_encoders(pipe, which: str | int | None = None) -> list[TextEncoderHandl
         index = -1
     if not 0 <= index < len(handles):
         choices = ", ".join(str(h.index) for h in handles) + (", both" if len(handles) > 1 else "")
-        raise InvalidInputError(f"encoder {which!r} does not exist in this {family.name} pipeline "
-                                f"(encoders count from 0); choose {choices}")
+        raise InvalidInputError(
+            f"encoder {which!r} does not exist in this {family.name} pipeline (encoders count from 0); choose {choices}"
+        )
     return [handles[index]]
 
 
@@ -110,7 +111,7 @@ def find_subject_span(tokenizer, caption: str, subject: str) -> tuple[int, int]:
     ids = tokenizer(caption, truncation=False).input_ids
     n = len(sub)
     for start in range(len(ids) - n + 1):
-        if ids[start:start + n] == sub:
+        if ids[start : start + n] == sub:
             return start, start + n
     raise SubjectNotFoundError(
         f"subject {subject!r} (tokens {tokenizer.convert_ids_to_tokens(sub)}) does not occur in caption "

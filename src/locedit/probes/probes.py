@@ -26,6 +26,8 @@ def attribute_name(name: str) -> str:
     """The attribute name locedit uses for `name` (stripped; "color" -> "colour")."""
     name = name.strip()
     return ATTRIBUTE_ALIASES.get(name, name)
+
+
 DEFAULT_PROBES = Path(__file__).with_name("default.jsonl")
 
 
@@ -65,13 +67,17 @@ class Probe:
 def _parse(record: object, where: str) -> Probe:
     if not isinstance(record, dict):
         raise ProbeFileError(f"{where}: expected a JSON object with prompt, subject, attribute; got {record!r}")
-    missing = [k for k in ("prompt", "subject", "attribute") if not isinstance(record.get(k), str) or not record[k].strip()]
+    missing = [
+        k for k in ("prompt", "subject", "attribute") if not isinstance(record.get(k), str) or not record[k].strip()
+    ]
     if missing:
-        raise ProbeFileError(f"{where}: field(s) {', '.join(missing)} missing or empty; each record needs "
-                             '{"prompt": ..., "subject": ..., "attribute": ...} (and optionally "value")')
+        raise ProbeFileError(
+            f"{where}: field(s) {', '.join(missing)} missing or empty; each record needs "
+            '{"prompt": ..., "subject": ..., "attribute": ...} (and optionally "value")'
+        )
     value = record.get("value")
     if value is not None and not isinstance(value, str):
-        raise ProbeFileError(f"{where}: \"value\" must be a string when given (got {value!r})")
+        raise ProbeFileError(f'{where}: "value" must be a string when given (got {value!r})')
     return Probe(prompt=record["prompt"], subject=record["subject"], attribute=record["attribute"], value=value)
 
 
@@ -99,6 +105,8 @@ def validate_probes(probes: list[Probe], tokenizers: list) -> None:
                 find_subject_span(tokenizer, probe.prompt, probe.subject)
                 n = len(tokenizer(probe.prompt, truncation=False).input_ids)
                 if n > tokenizer.model_max_length:
-                    raise CaptionTooLongError(f"prompt is {n} tokens, longer than the context ({tokenizer.model_max_length})")
+                    raise CaptionTooLongError(
+                        f"prompt is {n} tokens, longer than the context ({tokenizer.model_max_length})"
+                    )
             except (SubjectNotFoundError, CaptionTooLongError) as err:
                 raise ProbeFileError(f"probe {i + 1} ({probe.prompt!r}, subject {probe.subject!r}): {err}") from None

@@ -51,8 +51,13 @@ class GenerationSettings:
         require(self, "steps", is_int(self.steps, 1), "a positive integer")
         require(self, "guidance", is_number(self.guidance), "a number")
         for name in ("height", "width"):
-            require(self, name, getattr(self, name) is None or is_int(getattr(self, name), 1),
-                    "a positive number of pixels", "leave it out for the model's default")
+            require(
+                self,
+                name,
+                getattr(self, name) is None or is_int(getattr(self, name), 1),
+                "a positive number of pixels",
+                "leave it out for the model's default",
+            )
 
 
 @dataclass
@@ -61,17 +66,23 @@ class TraceSettings:
     rows per loop belong to the run (TraceRequest.noise, .batch): the engine takes them per call."""
 
     # UNet restoration in the "cond" half of the CFG batch only (the half the corruption is in), or "both".
-    restore: str = option("cond", help="UNet: restore in the conditional CFG half only, or in both halves",
-                          choices=RESTORE_MODES)
+    restore: str = option(
+        "cond", help="UNet: restore in the conditional CFG half only, or in both halves", choices=RESTORE_MODES
+    )
     # Restore k consecutive layers of a kind (UNet) / layers (text) around each one (ROME's window); 1 = single.
     window: int = option(1, help="restore K consecutive layers together", metavar="K", parse=int)
     # clean − corrupted score drop that counts as "corruption destroyed the attribute"; None = the scorer's.
-    min_drop: float | None = option(None, help="score drop that counts as 'corruption destroyed the attribute'",
-                                    parse=float, shown="the scorer's")
+    min_drop: float | None = option(
+        None, help="score drop that counts as 'corruption destroyed the attribute'", parse=float, shown="the scorer's"
+    )
     # Text encoder: also restore every padding position after EOS together, as one extra token row.
     # The UNet reads all context positions, and causal attention lets padding states carry the subject.
-    padding: bool = option(True, flag="--no-padding", action="flag",
-                           help="text encoder: skip the extra row that restores all padding positions after EOS")
+    padding: bool = option(
+        True,
+        flag="--no-padding",
+        action="flag",
+        help="text encoder: skip the extra row that restores all padding positions after EOS",
+    )
 
     def __post_init__(self):
         require_choice(self, "restore", RESTORE_MODES)
@@ -154,8 +165,9 @@ class Tracer:
         generation, settings: see GenerationSettings and TraceSettings.
     """
 
-    def __init__(self, pipe, scorer: Scorer, generation: GenerationSettings | None = None,
-                 settings: TraceSettings | None = None):
+    def __init__(
+        self, pipe, scorer: Scorer, generation: GenerationSettings | None = None, settings: TraceSettings | None = None
+    ):
         self.pipe = pipe
         self.scorer = scorer
         self.generation = generation or GenerationSettings()
@@ -163,9 +175,7 @@ class Tracer:
         self.family = detect_family(pipe)
         self.handles = text_encoders(pipe)
         # Std of each encoder's token-embedding matrix (all entries), measured once: the noise unit.
-        self.embedding_std = [
-            float(h.module("token_embedding").weight.detach().float().std()) for h in self.handles
-        ]
+        self.embedding_std = [float(h.module("token_embedding").weight.detach().float().std()) for h in self.handles]
         self.layers = unet_layers(pipe.unet)
         self._modules = dict(pipe.unet.named_modules())
         self._negative: dict[str, dict[str, torch.Tensor]] = {}
@@ -206,7 +216,10 @@ class Tracer:
                     _, neg, _, neg_pooled = self.pipe.encode_prompt(
                         prompt=prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True
                     )
-                    self._negative[prompt] = {"negative_prompt_embeds": neg, "negative_pooled_prompt_embeds": neg_pooled}
+                    self._negative[prompt] = {
+                        "negative_prompt_embeds": neg,
+                        "negative_pooled_prompt_embeds": neg_pooled,
+                    }
                 else:
                     _, neg = self.pipe.encode_prompt(
                         prompt=prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True
@@ -215,8 +228,9 @@ class Tracer:
         return self._negative[prompt]
 
     @torch.no_grad()
-    def encode(self, probe: Probe, rows: int, noise: list[torch.Tensor] | None,
-               text_cells: Sequence[TextCell] = ()) -> dict[str, torch.Tensor]:
+    def encode(
+        self, probe: Probe, rows: int, noise: list[torch.Tensor] | None, text_cells: Sequence[TextCell] = ()
+    ) -> dict[str, torch.Tensor]:
         """Pipeline keyword arguments with `rows` prompt embeddings of `probe`.
 
         Row 0 is clean; rows 1.. get `noise` added to the subject's token embeddings; row 2 + j
@@ -227,19 +241,28 @@ class Tracer:
         try:
             if noise is not None:
                 for handle, (start, end), eps in zip(self.handles, self.spans(probe), noise):
-                    traces.append(Trace(handle.module("token_embedding"), retain_output=False,
-                                        edit_output=_add_noise(start, end, eps)))
+                    traces.append(
+                        Trace(
+                            handle.module("token_embedding"),
+                            retain_output=False,
+                            edit_output=_add_noise(start, end, eps),
+                        )
+                    )
             for module, pairs in self._text_restores(text_cells).items():
                 traces.append(Trace(module, retain_output=False, edit_output=_restore_tokens(pairs)))
             if self.family.name == "sdxl":
                 embeds, _, pooled, _ = self.pipe.encode_prompt(
-                    prompt=[probe.prompt] * rows, device=self.device, num_images_per_prompt=1,
+                    prompt=[probe.prompt] * rows,
+                    device=self.device,
+                    num_images_per_prompt=1,
                     do_classifier_free_guidance=False,
                 )
                 out = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
             else:
                 embeds, _ = self.pipe.encode_prompt(
-                    prompt=[probe.prompt] * rows, device=self.device, num_images_per_prompt=1,
+                    prompt=[probe.prompt] * rows,
+                    device=self.device,
+                    num_images_per_prompt=1,
                     do_classifier_free_guidance=False,
                 )
                 out = {"prompt_embeds": embeds}
@@ -270,8 +293,9 @@ class Tracer:
         return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
-    def generate(self, embeds: dict[str, torch.Tensor], seed: int,
-                 unet_restores: Sequence[Sequence[str]] = ()) -> torch.Tensor:
+    def generate(
+        self, embeds: dict[str, torch.Tensor], seed: int, unet_restores: Sequence[Sequence[str]] = ()
+    ) -> torch.Tensor:
         """Images (rows, 3, H, W) float32 in [0, 1] on CPU from one denoising loop.
 
         `unet_restores[j]` lists the UNet modules whose output row 2 + j takes from row 0 at
@@ -293,8 +317,9 @@ class Tracer:
             for name, index in index_of.items():
                 if name not in self._modules:
                     raise InvalidInputError(f"UNet has no module {name!r}")
-                traces.append(Trace(self._modules[name], retain_output=False,
-                                    edit_output=_row_copier(index, total, name)))
+                traces.append(
+                    Trace(self._modules[name], retain_output=False, edit_output=_row_copier(index, total, name))
+                )
             latents = self.initial_latent(seed).expand(rows, -1, -1, -1).to(self.device, self.dtype)
             kwargs = dict(embeds)
             if not cfg:
@@ -316,7 +341,7 @@ class Tracer:
     # ----------------------------------------------------------------------------- units
     def _score(self, probe: Probe, images: torch.Tensor, n_cells: int) -> UnitResult:
         scores = self.scorer.score(images, probe, images[0]).tolist()
-        return UnitResult(clean=scores[0], corrupted=scores[1], restored=scores[2:2 + n_cells], images=images)
+        return UnitResult(clean=scores[0], corrupted=scores[1], restored=scores[2 : 2 + n_cells], images=images)
 
     def run_unet_unit(self, probe: Probe, seed: int, noise: float, cells: Sequence[UNetCell]) -> UnitResult:
         """One lockstep loop: clean, corrupted and one restored row per UNet cell."""
@@ -358,8 +383,11 @@ class Tracer:
                 for token, positions in rows:
                     for layer in range(n_layers):
                         layers = tuple(window(list(range(n_layers)), layer, k)) if k > 1 else (layer,)
-                        cells.append(TextCell(encoder=e, layer=layer, token=token, state=state, layers=layers,
-                                              positions=positions))
+                        cells.append(
+                            TextCell(
+                                encoder=e, layer=layer, token=token, state=state, layers=layers, positions=positions
+                            )
+                        )
         return cells
 
 
@@ -412,8 +440,13 @@ def _row_copier(index: torch.Tensor, total: int, name: str):
     return edit
 
 
-def calibrate_noise(tracer: Tracer, probes: Sequence[Probe], seeds: Sequence[int], target: float = 0.8,
-                    schedule: Sequence[float] = (3.0, 5.0, 8.0, 12.0, 20.0, 32.0, 64.0)) -> tuple[float, float]:
+def calibrate_noise(
+    tracer: Tracer,
+    probes: Sequence[Probe],
+    seeds: Sequence[int],
+    target: float = 0.8,
+    schedule: Sequence[float] = (3.0, 5.0, 8.0, 12.0, 20.0, 32.0, 64.0),
+) -> tuple[float, float]:
     """`--noise auto`: the first noise scale of `schedule` at which at least `target` of (probe, seed)
     pairs are destroyed (clean − corrupted >= the scorer's min_drop). Returns (noise scale, fraction
     destroyed); if no scale reaches the target, the last one.

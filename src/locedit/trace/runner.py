@@ -25,12 +25,14 @@ COMPONENTS = ("unet", "text-encoder")
 
 
 def parse_seeds(text: str | list[int]) -> list[int]:
-    """"0,1,2" -> [0, 1, 2] (--seeds); InvalidInputError with the fix otherwise. Lists pass through."""
+    """ "0,1,2" -> [0, 1, 2] (--seeds); InvalidInputError with the fix otherwise. Lists pass through."""
     if isinstance(text, list):
         return text
     parts = [p.strip() for p in str(text).split(",")]
     if not parts or any(not p.isdigit() for p in parts):
-        raise InvalidInputError(f"--seeds {text!r} is malformed; give comma-separated non-negative integers, e.g. 0,1,2")
+        raise InvalidInputError(
+            f"--seeds {text!r} is malformed; give comma-separated non-negative integers, e.g. 0,1,2"
+        )
     return [int(p) for p in parts]
 
 
@@ -60,21 +62,29 @@ class TraceRequest:
     model: str  # local diffusers folder or builtin:NAME (CLI: MODEL)
     out: str  # run directory (CLI: --out RUNDIR)
     # The prompts traced: a JSONL file or the shipped set (src/locedit/probes/default.jsonl).
-    probes: str = option("default", help="probe JSONL file ({prompt, subject, attribute, value?} per line) or "
-                         "'default' for the shipped set")
+    probes: str = option(
+        "default",
+        help="probe JSONL file ({prompt, subject, attribute, value?} per line) or 'default' for the shipped set",
+    )
     # What to trace: UNet layers (restored at every UNet call) or text-encoder states (token × layer).
     component: str = option("unet", help="what to trace", choices=COMPONENTS)
     # UNet: kinds / globs / "+"-sets; text: residual, attn, mlp; None = all.
     layers: list[str] | None = option(
-        None, action="append", parse=parse_layers, metavar="KIND|GLOB", shown="all",
+        None,
+        action="append",
+        parse=parse_layers,
+        metavar="KIND|GLOB",
+        shown="all",
         help="UNet: a kind (block, resnet, transformer, attn1, attn2, ff), a glob over module names, or NAME+NAME "
-        "for one cell restoring a set; text encoder: residual, attn, mlp. Comma-separated or repeated")
+        "for one cell restoring a set; text encoder: residual, attn, mlp. Comma-separated or repeated",
+    )
     # Noise scale in token-embedding stds (ROME's 3), or "auto" (the first of a schedule that destroys
     # noise_target of the (prompt, seed) pairs).
     noise: float | str = option(3.0, parse=parse_noise, help="noise scale in token-embedding stds, or auto")
     # --noise auto: fraction of (prompt, seed) pairs the corruption must destroy (ROME's spirit: most of them).
-    noise_target: float = option(0.8, parse=float,
-                                 help="with --noise auto: fraction of (prompt, seed) pairs the corruption must destroy")
+    noise_target: float = option(
+        0.8, parse=float, help="with --noise auto: fraction of (prompt, seed) pairs the corruption must destroy"
+    )
     # Initial-latent (and corruption-noise) seeds; more seeds average out one image's luck.
     seeds: list[int] = option(default_factory=lambda: [0], parse=parse_seeds, help="comma-separated seeds, e.g. 0,1")
     # Restored rows per denoising loop (plus the clean and corrupted rows): memory grows with it.
@@ -99,10 +109,15 @@ class TraceRequest:
         require(self, "seeds", seeds_ok, "non-negative integers, e.g. 0,1,2")
         if len(set(self.seeds)) != len(self.seeds):
             raise InvalidInputError(f"--seeds repeats a seed ({self.seeds!r}); give each seed once")
-        require(self, "noise", self.noise == "auto" or (is_number(self.noise) and self.noise > 0),
-                "a number > 0 (in token-embedding stds) or auto")
-        require(self, "noise_target", is_number(self.noise_target) and 0 < self.noise_target <= 1,
-                "a fraction in (0, 1]")
+        require(
+            self,
+            "noise",
+            self.noise == "auto" or (is_number(self.noise) and self.noise > 0),
+            "a number > 0 (in token-embedding stds) or auto",
+        )
+        require(
+            self, "noise_target", is_number(self.noise_target) and 0 < self.noise_target <= 1, "a fraction in (0, 1]"
+        )
 
 
 @dataclass
@@ -166,8 +181,9 @@ def _stored_config(out: Path, resume: bool) -> dict | None:
     if not (out / "config.json").is_file():
         raise RunDirError(f"--out {str(out)!r} exists and is not a trace run; choose an empty or new folder")
     if not resume:
-        raise RunDirError(f"--out {str(out)!r} already holds a trace run; pass --resume to continue it "
-                          "or choose a new folder")
+        raise RunDirError(
+            f"--out {str(out)!r} already holds a trace run; pass --resume to continue it or choose a new folder"
+        )
     return json.loads((out / "config.json").read_text())
 
 
@@ -190,8 +206,9 @@ def _select_cells(req: TraceRequest, pipe) -> tuple[list | None, list[str] | Non
     return None, parse_text_states(req.layers)
 
 
-def _plan_units(req: TraceRequest, tracer: Tracer, probes: list, cells: list | None,
-                states: list[str] | None) -> list[Unit]:
+def _plan_units(
+    req: TraceRequest, tracer: Tracer, probes: list, cells: list | None, states: list[str] | None
+) -> list[Unit]:
     """The run's units: the same UNet cells for every probe, or each probe's token × layer text cells."""
     if cells is not None:
         return plan_units(probes, req.seeds, lambda pi: cells, req.batch)
@@ -209,8 +226,9 @@ def _noise_scale(req: TraceRequest, tracer: Tracer, probes: list, stored: dict |
     return calibrate_noise(tracer, probes, req.seeds, req.noise_target)
 
 
-def _run_config(req: TraceRequest, tracer: Tracer, probes: list, units: list[Unit], noise: float,
-                fraction: float | None) -> dict:
+def _run_config(
+    req: TraceRequest, tracer: Tracer, probes: list, units: list[Unit], noise: float, fraction: float | None
+) -> dict:
     """config.json of the run (without "traced"): everything that defines it (store.RUN_KEYS) and
     what it measured on the way (noise scale, embedding stds, token strings, subject spans)."""
     auto = req.noise == "auto"
@@ -264,8 +282,11 @@ def _traced(tracer: Tracer, cells: list | None, states: list[str] | None) -> lis
     """config.json's "traced": the UNet cells (label, state, modules), or the text states and encoders."""
     if cells is not None:
         return [{"label": c.label, "state": c.state, "modules": list(c.modules)} for c in cells]
-    return {"states": states, "encoders": [h.name for h in tracer.handles],
-            "layers": [h.num_layers for h in tracer.handles]}
+    return {
+        "states": states,
+        "encoders": [h.name for h in tracer.handles],
+        "layers": [h.num_layers for h in tracer.handles],
+    }
 
 
 def _unet_layers(pipe):
@@ -294,8 +315,18 @@ def run_trace(req: TraceRequest, pipe=None, quiet: bool = True) -> Path | None:
 
         bar = tqdm(total=sum(len(u.cells) for u in mine), unit="cell", desc=f"trace {req.component}")
     try:
-        execute(plan.tracer, plan.probes, plan.units, out, req.component, plan.noise, req.save_images,
-                rank=rank, world=world, progress=bar.update if bar is not None else None)
+        execute(
+            plan.tracer,
+            plan.probes,
+            plan.units,
+            out,
+            req.component,
+            plan.noise,
+            req.save_images,
+            rank=rank,
+            world=world,
+            progress=bar.update if bar is not None else None,
+        )
     finally:
         if bar is not None:
             bar.close()
