@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 
-.PHONY: dev test test-slow test-compat demo bench clean
+.PHONY: dev test test-slow test-compat lint demo bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ dev: $(BIN)/.installed
 
 test: dev
 	$(BIN)/python -m pytest
+
+lint: dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 test-slow: dev
 	$(BIN)/python -m pytest -m slow

@@ -56,15 +56,24 @@ def generate(pipe, prompts: list[str], seed: int, steps: int, guidance: float, b
     return torch.cat(images)
 
 
-def evaluate(pipe, classifier: ShapesClassifier, n: int, seed: int, steps: int = 20, guidance: float = 5.0,
-             splits: tuple[str, ...] = ("seen", "paraphrase", "composition", "entity")) -> dict:
+def evaluate(
+    pipe,
+    classifier: ShapesClassifier,
+    n: int,
+    seed: int,
+    steps: int = 20,
+    guidance: float = 5.0,
+    splits: tuple[str, ...] = ("seen", "paraphrase", "composition", "entity"),
+) -> dict:
     """{split: {attribute: accuracy, ...}} plus artist-subset rows and seconds per image."""
     results: dict[str, dict[str, float]] = {}
     total_images, t0 = 0, time.time()
     for k, split in enumerate(splits):
         rng = np.random.default_rng([seed, k])
         items = split_prompts(split, n if split != "entity" else max(8, n // 5), rng)
-        images = generate(pipe, [c for c, _, _ in items], seed=seed * 100_000 + k * 10_000, steps=steps, guidance=guidance)
+        images = generate(
+            pipe, [c for c, _, _ in items], seed=seed * 100_000 + k * 10_000, steps=steps, guidance=guidance
+        )
         total_images += len(items)
         preds = classifier.predict(images)
         rows = {split: list(range(len(items)))}
@@ -83,7 +92,9 @@ def evaluate(pipe, classifier: ShapesClassifier, n: int, seed: int, steps: int =
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=200, help="prompts per split (entities: n/5)")
-    parser.add_argument("--seed", type=int, default=1000, help="seed of prompts and noise (fresh: not used in training)")
+    parser.add_argument(
+        "--seed", type=int, default=1000, help="seed of prompts and noise (fresh: not used in training)"
+    )
     parser.add_argument("--model", default=None, help="pipeline folder (default: the shipped builtin:shapes)")
     parser.add_argument("--steps", type=int, default=20, help="DPM-Solver++ steps")
     parser.add_argument("--guidance", type=float, default=5.0, help="classifier-free guidance scale")

@@ -66,8 +66,10 @@ def main() -> None:
     tok_files = clip_tokenizer_files(BPE, tempfile.mkdtemp())
     cache.SETTINGS.folder = tempfile.mkdtemp(prefix="locedit-bench-cache-")  # never the user's cache
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {len(DEFAULT_TEMPLATES)} templates per pair")
-    print(f"{'size':7} {'pairs':>5} {'captions':>8} {'edit s':>8} {'cold s':>8} {'cold+disk s':>11} "
-          f"{'cold/edit':>9} {'cold+disk/edit':>14} {'forward s':>10} {'edit/forward':>12}")
+    print(
+        f"{'size':7} {'pairs':>5} {'captions':>8} {'edit s':>8} {'cold s':>8} {'cold+disk s':>11} "
+        f"{'cold/edit':>9} {'cold+disk/edit':>14} {'forward s':>10} {'edit/forward':>12}"
+    )
     for size in args.sizes.split(","):
         pipe = build_tiny_pipeline("sd1", tok_files, SIZES[size])
         handle = text_encoders(pipe)[0]
@@ -76,7 +78,7 @@ def main() -> None:
             pairs = list(zip(keys, [f"plain {v}" for v in values]))
             captions = [t.format(c) for k, v in pairs for c in (k, v) for t in DEFAULT_TEMPLATES]
 
-            def edit_once():
+            def edit_once(pipe=pipe, pairs=pairs):  # bound now: the loop rebinds both
                 quickfix(pipe, pairs).apply(pipe).revert(pipe)
 
             def cold_edit():
@@ -91,10 +93,16 @@ def main() -> None:
             timed = captions[: args.max_forward]
             ids = handle.tokenize(timed)
             handle.encoder(ids[:2])  # warm-up
-            fwd_s = median_time(lambda: handle.encoder(ids), args.repeats) * len(captions) / len(timed)
+            fwd_s = (
+                median_time(lambda ids=ids, handle=handle: handle.encoder(ids), args.repeats)
+                * len(captions)
+                / len(timed)
+            )
             mark = "*" if len(timed) < len(captions) else " "
-            print(f"{size:7} {n:5d} {len(captions):8d} {edit_s:8.3f} {cold_s:8.3f} {disk_s:11.3f} {cold_s / edit_s:9.1f} "
-                  f"{disk_s / edit_s:14.2f} {fwd_s:9.3f}{mark} {edit_s / fwd_s:12.3f}")
+            print(
+                f"{size:7} {n:5d} {len(captions):8d} {edit_s:8.3f} {cold_s:8.3f} {disk_s:11.3f} {cold_s / edit_s:9.1f} "
+                f"{disk_s / edit_s:14.2f} {fwd_s:9.3f}{mark} {edit_s / fwd_s:12.3f}"
+            )
     print("* forward timed on the first --max-forward captions and scaled linearly to all of them")
     print("edit = capture (layer-0 early exit) + float64 solve + apply + revert, with the default covariance term")
     print("edit: warm (corpus moment in memory); cold: first edit of a process, disk cache off (computes the")

@@ -30,8 +30,14 @@ EDITS = {
     "shape": ("circle", "square"),
     "fact": ("veloria", "norland"),
 }
-GROUPS = (("efficacy", "removed"), ("generality", "removed"), ("neighbours", "kept"), ("attributes", "kept"),
-          ("entities", "kept"), ("other_route", "kept"))
+GROUPS = (
+    ("efficacy", "removed"),
+    ("generality", "removed"),
+    ("neighbours", "kept"),
+    ("attributes", "kept"),
+    ("entities", "kept"),
+    ("other_route", "kept"),
+)
 
 
 def variants() -> dict[str, dict]:
@@ -60,10 +66,16 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--edits", default=",".join(EDITS))
     parser.add_argument("--only", default=None, help="semicolon-separated variant names to run")
-    parser.add_argument("--variants", default=None, help="JSON file {name: quickfix keyword arguments} replacing the built-in list")
-    parser.add_argument("--null", choices=["default", "all", "only"], default="default",
-                        help="null control (random ΔW of the edit's norm) for the library default only, for every "
-                        "variant, or only the null controls (no edited images; a second pass)")
+    parser.add_argument(
+        "--variants", default=None, help="JSON file {name: quickfix keyword arguments} replacing the built-in list"
+    )
+    parser.add_argument(
+        "--null",
+        choices=["default", "all", "only"],
+        default="default",
+        help="null control (random ΔW of the edit's norm) for the library default only, for every "
+        "variant, or only the null controls (no edited images; a second pass)",
+    )
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args()
     pipe = load_pipeline(args.model)
@@ -77,7 +89,10 @@ def main() -> None:
     report = {}
     for edit_name in args.edits.split(","):
         key, value = EDITS[edit_name]
-        print(f"\n## {edit_name}: {key!r} -> {value!r} ({args.split} split, {args.n} prompts per group, {args.steps} steps)")
+        print(
+            f"\n## {edit_name}: {key!r} -> {value!r} "
+            f"({args.split} split, {args.n} prompts per group, {args.steps} steps)"
+        )
         print(f"{'variant':30s} " + " ".join(f"{g[:6]:>6s}" for g, _ in GROUPS) + "  ‖ΔW‖/‖W‖ rank  null-spec   ms")
         baseline = None
         report[edit_name] = {}
@@ -85,21 +100,33 @@ def main() -> None:
             edit = quickfix(pipe, [(key, value)], **kwargs)
             items = edit_suite(key, value, n=args.n, seed=0, split=args.split, exclude=edit.meta["fit_captions"])
             t0 = time.perf_counter()
-            if baseline is not None and [(i.prompt, i.seed) for i in baseline.items] != [(i.prompt, i.seed) for i in items]:
+            if baseline is not None and [(i.prompt, i.seed) for i in baseline.items] != [
+                (i.prompt, i.seed) for i in items
+            ]:
                 baseline = None
             judged = null_edit(edit) if args.null == "only" else edit
             with_null = args.null == "all" or (args.null == "default" and name == "library default")
-            result = evaluate_edit(pipe, judged, items, judge, EvalSettings(steps=args.steps, null=with_null), baseline=baseline)
+            result = evaluate_edit(
+                pipe, judged, items, judge, EvalSettings(steps=args.steps, null=with_null), baseline=baseline
+            )
             baseline = baseline or result
             rates = result.rates["after"]
             w = weight_change(edit)["tensors"][edit.names[0]]
             null_spec = result.specificity("null") if "null" in result.rates else float("nan")
             label = f"{name} (null)" if args.null == "only" else name
-            print(f"{label:30s} " + " ".join(fmt(rates.get(g)) for g in GROUPS) +
-                  f"  {w['rel_norm']:7.2f} {w['rank']:4d}  {null_spec:8.2f} {edit.meta['seconds'] * 1000:5.0f}"
-                  f"   ({time.perf_counter() - t0:.0f} s)", flush=True)
-            report[edit_name][name] = {"settings": kwargs, "rows": result.rows(), "weight": {"tensors": {edit.names[0]: w}},
-                                       "null_only": args.null == "only"}
+            print(
+                f"{label:30s} "
+                + " ".join(fmt(rates.get(g)) for g in GROUPS)
+                + f"  {w['rel_norm']:7.2f} {w['rank']:4d}  {null_spec:8.2f} {edit.meta['seconds'] * 1000:5.0f}"
+                f"   ({time.perf_counter() - t0:.0f} s)",
+                flush=True,
+            )
+            report[edit_name][name] = {
+                "settings": kwargs,
+                "rows": result.rows(),
+                "weight": {"tensors": {edit.names[0]: w}},
+                "null_only": args.null == "only",
+            }
     if args.json:
         with open(args.json, "w") as f:
             json.dump(report, f, indent=2)

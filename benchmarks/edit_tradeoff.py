@@ -18,8 +18,13 @@ from locedit.builtin.edit_suite import edit_suite
 from locedit.evaluate.edit_eval import EvalSettings, evaluate_edit, weight_change
 from locedit.evaluate.judges import make_judge
 
-EDITS = {"style": ("striped", "plain"), "artist": ("karl brenner", "mira solen"), "colour": ("red", "blue"),
-         "shape": ("circle", "square"), "fact": ("veloria", "norland")}
+EDITS = {
+    "style": ("striped", "plain"),
+    "artist": ("karl brenner", "mira solen"),
+    "colour": ("red", "blue"),
+    "shape": ("circle", "square"),
+    "fact": ("veloria", "norland"),
+}
 
 
 def main() -> None:
@@ -41,15 +46,20 @@ def main() -> None:
             for mu in [float(m) for m in args.mu.split(",")]:
                 edit = quickfix(pipe, [(key, value)], module=module, corpus_weight=mu)
                 items = edit_suite(key, value, n=args.n, seed=0, split="test", exclude=edit.meta["fit_captions"])
-                if baseline is not None and [(i.prompt, i.seed) for i in baseline.items] != [(i.prompt, i.seed) for i in items]:
+                if baseline is not None and [(i.prompt, i.seed) for i in baseline.items] != [
+                    (i.prompt, i.seed) for i in items
+                ]:
                     baseline = None
                 t0 = time.perf_counter()
                 result = evaluate_edit(pipe, edit, items, judge, EvalSettings(null=False), baseline=baseline)
                 baseline = baseline or result
                 rates = result.rates["after"]
                 point = {
-                    "edit": edit_name, "module": module, "mu": mu,
-                    "efficacy": rates[("efficacy", "removed")].rate, "generality": rates[("generality", "removed")].rate,
+                    "edit": edit_name,
+                    "module": module,
+                    "mu": mu,
+                    "efficacy": rates[("efficacy", "removed")].rate,
+                    "generality": rates[("generality", "removed")].rate,
                     "specificity": result.specificity(),
                     "rel_norm": weight_change(edit)["tensors"][edit.names[0]]["rel_norm"],
                 }
@@ -65,12 +75,19 @@ def main() -> None:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(5.5, 4))
-        for (edit_name, module) in sorted({(p["edit"], p["module"]) for p in points}):
+        for edit_name, module in sorted({(p["edit"], p["module"]) for p in points}):
             ps = [p for p in points if p["edit"] == edit_name and p["module"] == module]
-            ax.plot([p["specificity"] for p in ps], [p["generality"] for p in ps], "o-", label=f"{edit_name} ({module})")
+            ax.plot(
+                [p["specificity"] for p in ps], [p["generality"] for p in ps], "o-", label=f"{edit_name} ({module})"
+            )
             for p in ps:
-                ax.annotate(f"μ={p['mu']:g}", (p["specificity"], p["generality"]), fontsize=6, xytext=(3, 3),
-                            textcoords="offset points")
+                ax.annotate(
+                    f"μ={p['mu']:g}",
+                    (p["specificity"], p["generality"]),
+                    fontsize=6,
+                    xytext=(3, 3),
+                    textcoords="offset points",
+                )
         ax.axvline(0.95, color="grey", lw=0.8, ls="--")
         ax.axhline(0.85, color="grey", lw=0.8, ls="--")
         ax.set_xlabel("specificity (lowest kept-rate of neighbours / attributes / entities)")

@@ -45,11 +45,12 @@ def _build(device: str):
 
     tok = clip_tokenizer_files(BPE, tempfile.mkdtemp(prefix="locedit_bench_tok_"))
     pipe = build_tiny_pipeline("sd1", tok, TinySpec(image_size=32)).to(device)
-    return pipe, lambda steps, batch: Tracer(pipe, PixelScorer(), GenerationSettings(steps=steps, guidance=5.0),
-                                             TraceSettings(batch=batch))
+    return pipe, lambda steps: Tracer(
+        pipe, PixelScorer(), GenerationSettings(steps=steps, guidance=5.0), TraceSettings()
+    )
 
 
-def _naive_cell(tracer, probe, seed, nu, module_name) -> float:
+def _naive_cell(tracer, probe, seed, noise, module_name) -> float:
     """Clean run caching the layer's output per UNet call, corrupted run, restored run from the cache."""
     from locedit.hooks import Trace
 
@@ -62,7 +63,7 @@ def _naive_cell(tracer, probe, seed, nu, module_name) -> float:
 
     with Trace(module, retain_output=False, edit_output=keep):
         clean = tracer.generate(tracer.encode(probe, 1, None), seed)
-    corrupted = tracer.generate(_rows(tracer.encode(probe, 2, tracer.noise(probe, seed, nu)), 1), seed)
+    corrupted = tracer.generate(_rows(tracer.encode(probe, 2, tracer.noise(probe, seed, noise)), 1), seed)
     replay = iter(cache)
 
     def restore(output, mod):
@@ -71,13 +72,13 @@ def _naive_cell(tracer, probe, seed, nu, module_name) -> float:
         return _splice(output, clean_out)
 
     with Trace(module, retain_output=False, edit_output=restore):
-        restored = tracer.generate(_rows(tracer.encode(probe, 2, tracer.noise(probe, seed, nu)), 1), seed)
+        restored = tracer.generate(_rows(tracer.encode(probe, 2, tracer.noise(probe, seed, noise)), 1), seed)
     images = torch.cat([clean, corrupted, restored])
     return float(tracer.scorer.score(images, probe, images[0])[2])
 
 
 def _rows(embeds: dict, row: int) -> dict:
-    return {k: v[row:row + 1] for k, v in embeds.items()}
+    return {k: v[row : row + 1] for k, v in embeds.items()}
 
 
 def _splice(output, clean):
@@ -97,7 +98,7 @@ def worker(mode: str, steps: int, batch: int, n_layers: int, device: str) -> dic
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "1")))
     pipe, make = _build(device)
-    tracer = make(steps, batch)
+    tracer = make(steps)
     cells = select_unet_cells(tracer.layers, None)
     cells = [c for c in cells if c.state != "block"] + [c for c in cells if c.state == "block"]
     if n_layers:
@@ -113,7 +114,7 @@ def worker(mode: str, steps: int, batch: int, n_layers: int, device: str) -> dic
     start = time.perf_counter()
     if mode == "lockstep":
         for first in range(0, len(cells), batch):
-            tracer.run_unet_unit(probe, 0, 3.0, cells[first:first + batch])
+            tracer.run_unet_unit(probe, 0, 3.0, cells[first : first + batch])
     else:
         for cell in cells:
             _naive_cell(tracer, probe, 0, 3.0, cell.modules[0])
@@ -123,17 +124,41 @@ def worker(mode: str, steps: int, batch: int, n_layers: int, device: str) -> dic
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - rss_before
     seconds = time.perf_counter() - start
-    return {"mode": mode, "cells": len(cells), "seconds": seconds, "cells_per_s": len(cells) / seconds,
-            "peak_mib": max(0, peak) / 2**20, "steps": steps, "batch": batch}
+    return {
+        "mode": mode,
+        "cells": len(cells),
+        "seconds": seconds,
+        "cells_per_s": len(cells) / seconds,
+        "peak_mib": max(0, peak) / 2**20,
+        "steps": steps,
+        "batch": batch,
+    }
 
 
 def _run_worker(mode: str, args, n_layers: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", mode, "--steps", str(args.steps), "--batch", str(args.batch),
-           "--layers", str(n_layers), "--device", args.device]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        mode,
+        "--steps",
+        str(args.steps),
+        "--batch",
+        str(args.batch),
+        "--layers",
+        str(n_layers),
+        "--device",
+        args.device,
+    ]
     # glibc: serve every allocation over 16 KiB by mmap and give it back on free, so that the peak
     # resident set follows live tensors instead of heap growth and fragmentation.
-    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), BENCH_THREADS=str(args.threads),
-               MALLOC_MMAP_THRESHOLD_="16384", MALLOC_TRIM_THRESHOLD_="0")
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(args.threads),
+        BENCH_THREADS=str(args.threads),
+        MALLOC_MMAP_THRESHOLD_="16384",
+        MALLOC_TRIM_THRESHOLD_="0",
+    )
     done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -154,17 +179,23 @@ def main(argv: list[str] | None = None) -> int:
     naive = _run_worker("naive", args, args.layers)
     print(f"tiny sd1 pipeline (32x32), {args.steps} steps, CFG on, batch {args.batch}, device {args.device}")
     for r in (lock, naive):
-        print(f"  {r['mode']:9s} {r['cells']:3d} cells  {r['seconds']:7.2f} s  {r['cells_per_s']:7.2f} cells/s  "
-              f"peak +{r['peak_mib']:.1f} MiB")
-    print(f"  speed-up lockstep/naive: {lock['cells_per_s'] / naive['cells_per_s']:.2f}x; "
-          f"peak memory ratio lockstep/naive: {lock['peak_mib'] / max(naive['peak_mib'], 1e-9):.2f}")
+        print(
+            f"  {r['mode']:9s} {r['cells']:3d} cells  {r['seconds']:7.2f} s  {r['cells_per_s']:7.2f} cells/s  "
+            f"peak +{r['peak_mib']:.1f} MiB"
+        )
+    print(
+        f"  speed-up lockstep/naive: {lock['cells_per_s'] / naive['cells_per_s']:.2f}x; "
+        f"peak memory ratio lockstep/naive: {lock['peak_mib'] / max(naive['peak_mib'], 1e-9):.2f}"
+    )
     print("  lockstep peak memory vs layers traced (batch fixed):")
     base = None
     for n in (8, 16, 24, 41):  # all >= batch, so every loop has the same rows
         r = _run_worker("lockstep", args, n)
         base = base or r["peak_mib"]
-        print(f"    {n:3d} layers: peak +{r['peak_mib']:.1f} MiB  (x{r['peak_mib'] / max(base, 1e-9):.2f} of 8 layers)"
-              f"  {r['cells_per_s']:.2f} cells/s")
+        print(
+            f"    {n:3d} layers: peak +{r['peak_mib']:.1f} MiB  (x{r['peak_mib'] / max(base, 1e-9):.2f} of 8 layers)"
+            f"  {r['cells_per_s']:.2f} cells/s"
+        )
     return 0
 
 

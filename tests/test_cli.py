@@ -21,9 +21,26 @@ def files_under(path: Path) -> set[Path]:
 def test_edit_apply_info_roundtrip(tiny_dirs, tmp_path, capsys):
     model = str(tiny_dirs["sd1"])
     out = tmp_path / "out"
-    rc = main(["edit", model, "--remove", "van gogh", "--to", "painting", "--preserve", "monet",
-               "--out", str(out / "e.safetensors"), "--lora", str(out / "l.safetensors"), "--lora-format", "kohya",
-               "--save-pipeline", str(out / "pipe")])
+    rc = main(
+        [
+            "edit",
+            model,
+            "--remove",
+            "van gogh",
+            "--to",
+            "painting",
+            "--preserve",
+            "monet",
+            "--out",
+            str(out / "e.safetensors"),
+            "--lora",
+            str(out / "l.safetensors"),
+            "--lora-format",
+            "kohya",
+            "--save-pipeline",
+            str(out / "pipe"),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "edit took" in printed and "'van gogh' -> 'painting'" in printed
@@ -38,7 +55,11 @@ def test_edit_apply_info_roundtrip(tiny_dirs, tmp_path, capsys):
         base, new = load_file(str(base_file)), load_file(str(new_file))
         assert base.keys() == new.keys()
         differ = [k for k in base if not torch.equal(base[k], new[k])]
-        assert differ == ([next(k for k in base if k.endswith("layers.0.self_attn.v_proj.weight"))] if component == "text_encoder" else [])
+        assert differ == (
+            [next(k for k in base if k.endswith("layers.0.self_attn.v_proj.weight"))]
+            if component == "text_encoder"
+            else []
+        )
 
     assert main(["apply", model, str(out / "e.safetensors"), "--save-pipeline", str(out / "pipe2")]) == 0
     a = load_file(str(next((out / "pipe" / "text_encoder").glob("*.safetensors"))))
@@ -55,7 +76,9 @@ def test_edit_apply_info_roundtrip(tiny_dirs, tmp_path, capsys):
 
 
 def test_python_dash_m_entry_point(tiny_dirs):
-    proc = subprocess.run([sys.executable, "-m", "locedit", "info", str(tiny_dirs["sdxl"])], capture_output=True, text=True)
+    proc = subprocess.run(
+        [sys.executable, "-m", "locedit", "info", str(tiny_dirs["sdxl"])], capture_output=True, text=True
+    )
     assert proc.returncode == 0, proc.stderr
     assert "family:      sdxl" in proc.stdout
 
@@ -72,21 +95,41 @@ BAD_EDIT_ARGS = {
     "caption too long": (["--remove", "a", "--to", "b", "--templates", "TEMPLATES_LONG"], "context is 77"),
     "bad dtype": (["--remove", "a", "--to", "b", "--dtype", "float8"], "unknown dtype"),
     "corpus file missing": (["--remove", "a", "--to", "b", "--corpus", "/no/such/corpus.txt"], "does not exist"),
-    "negative corpus weight": (["--remove", "a", "--to", "b", "--corpus-weight", "-1"], "--corpus-weight must be >= 0"),
-    "negative corpus keys": (["--remove", "a", "--to", "b", "--corpus-keys", "-2"], "--corpus-keys must be >= 0"),
+    "negative corpus weight": (
+        ["--remove", "a", "--to", "b", "--corpus-weight", "-1"],
+        "--corpus-weight / corpus_weight must be >= 0",
+    ),
+    "negative corpus keys": (
+        ["--remove", "a", "--to", "b", "--corpus-keys", "-2"],
+        "--corpus-keys / corpus_keys must be >= 0",
+    ),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_EDIT_ARGS))
 def test_bad_edit_input_exits_2_and_writes_nothing(case, tiny_dirs, tmp_path, capsys):
     args, message = BAD_EDIT_ARGS[case]
-    templates = {"TEMPLATES_S": "paintings by {}s\n", "TEMPLATES_NOSLOT": "a photo\n",
-                 "TEMPLATES_LONG": " ".join(["very"] * 80) + " {}\n"}
+    templates = {
+        "TEMPLATES_S": "paintings by {}s\n",
+        "TEMPLATES_NOSLOT": "a photo\n",
+        "TEMPLATES_LONG": " ".join(["very"] * 80) + " {}\n",
+    }
     args = [str(_write(tmp_path, a, templates[a])) if a in templates else a for a in args]
     before = files_under(tmp_path)
     out = tmp_path / "out"
-    rc = main(["edit", str(tiny_dirs["sd1"]), *args, "--out", str(out / "e.safetensors"),
-               "--lora", str(out / "l.safetensors"), "--save-pipeline", str(out / "pipe")])
+    rc = main(
+        [
+            "edit",
+            str(tiny_dirs["sd1"]),
+            *args,
+            "--out",
+            str(out / "e.safetensors"),
+            "--lora",
+            str(out / "l.safetensors"),
+            "--save-pipeline",
+            str(out / "pipe"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert message in err and err.count("\n") == 1  # one line
@@ -131,15 +174,26 @@ def test_apply_refuses_other_model_and_bad_files(tiny_dirs, tmp_path, capsys):
     before = files_under(tmp_path)
     assert main(["apply", str(tiny_dirs["sd2"]), str(edit), "--save-pipeline", str(tmp_path / "p")]) == 2
     assert "fingerprint" in capsys.readouterr().err
-    assert main(["apply", str(tiny_dirs["sd1"]), str(tmp_path / "none.safetensors"), "--save-pipeline", str(tmp_path / "p")]) == 2
+    assert (
+        main(
+            ["apply", str(tiny_dirs["sd1"]), str(tmp_path / "none.safetensors"), "--save-pipeline", str(tmp_path / "p")]
+        )
+        == 2
+    )
     assert "does not exist" in capsys.readouterr().err
     assert files_under(tmp_path) == before
 
 
 @pytest.mark.parametrize(
     "key, value, message",
-    [("striped", "plian", "value 'plian': no caption of the model names it (closest words in its captions to 'plian': 'plain'"),
-     ("van", "plain", "key 'van': no caption of the model names it")],
+    [
+        (
+            "striped",
+            "plian",
+            "value 'plian': no caption of the model names it (closest words in its captions to 'plian': 'plain'",
+        ),
+        ("van", "plain", "key 'van': no caption of the model names it"),
+    ],
 )
 def test_typos_are_refused_unless_forced(key, value, message, tmp_path, capsys):
     """builtin:shapes ships its captions: a key or value none of them names is no edit, unless --force."""
@@ -160,7 +214,7 @@ def test_known_concepts_of_the_builtin_model_edit(tmp_path):
 
 
 def test_internal_error_shows_its_traceback_and_exits_1(tiny_dirs, monkeypatch, capsys):
-    from locedit.commands import info_cmd
+    from locedit.commands import info as info_command
 
     def broken(pipe):
         raise RuntimeError("forced internal error")
@@ -170,7 +224,7 @@ def test_internal_error_shows_its_traceback_and_exits_1(tiny_dirs, monkeypatch, 
     err = capsys.readouterr().err
     assert rc == 1 and "Traceback (most recent call last)" in err and "forced internal error" in err
     assert "internal error" in err.splitlines()[-1]
-    assert info_cmd.run  # the command module itself is intact
+    assert info_command.run  # the command module itself is intact
     # user errors stay one line, exit 2
     assert main(["info", str(tiny_dirs["sd1"]) + "-missing"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1

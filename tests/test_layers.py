@@ -18,6 +18,7 @@ ROOT = Path(locedit.__file__).resolve().parent
 # layer are independent of each other. The facade (locedit/__init__.py, __main__.py) is above all.
 LAYERS: list[tuple[str, ...]] = [
     ("errors", "io", "hooks", "_version"),
+    ("options",),
     ("models",),
     ("probes",),
     ("scorers",),
@@ -60,7 +61,11 @@ def _targets(path: Path, text: str | None = None) -> list[tuple[int, str]]:
                 package = here if path.name == "__init__.py" else here[:-1]
                 base = package[: len(package) - node.level + 1] + base
             modules = [".".join(base + [alias.name]) if base == ["locedit"] else ".".join(base) for alias in node.names]
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and re.fullmatch(r"locedit(\.\w+)+", node.value):
+        elif (
+            isinstance(node, ast.Constant)
+            and isinstance(node.value, str)
+            and re.fullmatch(r"locedit(\.\w+)+", node.value)
+        ):
             modules = [node.value] if _is_unit(node.value.split(".")[1]) else []  # not a key like "locedit.lora"
         for module in modules:
             parts = module.split(".")
@@ -82,8 +87,11 @@ def _violations(packages, allowed) -> list[str]:
         for path in _sources(package):
             for line, target in _targets(path):
                 if target != package and not allowed(package, target):
-                    bad.append(f"{path.relative_to(ROOT.parent)}:{line} imports locedit.{target}".replace(
-                        f"locedit.{FACADE}", "the locedit facade"))
+                    bad.append(
+                        f"{path.relative_to(ROOT.parent)}:{line} imports locedit.{target}".replace(
+                            f"locedit.{FACADE}", "the locedit facade"
+                        )
+                    )
     return bad
 
 
@@ -94,11 +102,13 @@ def test_every_package_has_a_layer():
 
 def test_the_parser_sees_every_kind_of_import():
     """The check itself: absolute, from-, relative and by-name imports of other layers are found."""
-    source = ('"""locedit.builtin is not imported by this docstring."""\n'
-              "import torch\nimport locedit.builtin.world\nfrom locedit.commands import common\n"
-              "from .. import evaluate\nfrom ..builtin import plugins\nfrom . import engine\n"
-              "from locedit import load_pipeline, report\nimport importlib\nimportlib.import_module('locedit.cli')\n"
-              "meta = {'locedit.lora': 1}\n")
+    source = (
+        '"""locedit.builtin is not imported by this docstring."""\n'
+        "import torch\nimport locedit.builtin.world\nfrom locedit.commands import common\n"
+        "from .. import evaluate\nfrom ..builtin import plugins\nfrom . import engine\n"
+        "from locedit import load_pipeline, report\nimport importlib\nimportlib.import_module('locedit.cli')\n"
+        "meta = {'locedit.lora': 1}\n"
+    )
     found = [target for _, target in _targets(ROOT / "trace" / "example.py", source)]
     assert found == ["builtin", "commands", "evaluate", "builtin", "trace", FACADE, "report", "cli"]
 

@@ -1,6 +1,7 @@
 """Command-line entry point: a thin argparse front over the library; each command lives in its own module.
 
-Every command module exposes `register(subparsers)`, which adds its parser and sets `func`.
+Every command module exposes `register(subparsers)`, which adds its parser and sets `func`. Every
+command takes --quiet (commands/common.py): no progress bars or messages, only the final summary.
 Bad input raises one of USER_ERRORS (locedit's own LoceditError, or a user's file missing or in
 the way); main() prints one line naming the problem and exits 2. Anything else is a bug: its
 traceback is shown and the exit code is 1.
@@ -19,10 +20,14 @@ from locedit.errors import LoceditError
 USER_ERRORS = (LoceditError, FileNotFoundError, FileExistsError, NotADirectoryError)
 
 
-def _command_modules():
-    from locedit.commands import demo_cmds, edit_cmds, eval_cmd, info_cmd, trace_cmds
+# Command modules under locedit.commands, one per command group (named after its command), in help order.
+COMMANDS = ("info", "edit", "eval", "trace", "demo")
 
-    return [info_cmd, edit_cmds, eval_cmd, trace_cmds, demo_cmds]
+
+def _command_modules():
+    import importlib
+
+    return [importlib.import_module(f"locedit.commands.{name}") for name in COMMANDS]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,12 +52,22 @@ def _quiet_libraries() -> None:
     tlog.set_verbosity_error()
 
 
+def _library_bars(enabled: bool):
+    """--quiet also silences diffusers' and transformers' own progress bars (e.g. loading a CLIP judge)."""
+    from contextlib import nullcontext
+
+    from locedit.models.loading import hf_progress_bars
+
+    return nullcontext() if enabled else hf_progress_bars(False)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_libraries()
     try:
-        return int(args.func(args) or 0)
+        with _library_bars(not getattr(args, "quiet", False)):
+            return int(args.func(args) or 0)
     except USER_ERRORS as err:
         print(f"locedit {args.command}: error: {err}", file=sys.stderr)
         return 2

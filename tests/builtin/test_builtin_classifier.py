@@ -9,8 +9,6 @@ from locedit.builtin import world
 from locedit.builtin.classifier import ShapesClassifier
 
 
-
-
 def test_classifier_accuracy_on_fresh_world_images():
     clf = ShapesClassifier.load()
     acc = clf.accuracy_on_world(n=400, seed=987654)

@@ -14,7 +14,6 @@ from locedit.builtin import BUILTIN_MODELS, builtin_path
 FOLDER = BUILTIN_MODELS["shapes"]
 
 
-
 def test_builtin_path():
     assert builtin_path("shapes") == FOLDER
     assert builtin_path("builtin:shapes") == FOLDER
@@ -46,8 +45,13 @@ def test_plain_diffusers_loads_and_generates_fast():
     best = float("inf")
     for _ in range(3):  # CPU time of this (single-threaded) process: robust to other load on the machine
         t0 = time.process_time()
-        out = pipe(prompt, num_inference_steps=20, guidance_scale=5.0,
-                   generator=torch.Generator().manual_seed(0), output_type="pt")
+        out = pipe(
+            prompt,
+            num_inference_steps=20,
+            guidance_scale=5.0,
+            generator=torch.Generator().manual_seed(0),
+            output_type="pt",
+        )
         best = min(best, time.process_time() - t0)
     assert out.images.shape == (1, 3, 32, 32)
     assert best < 1.0, f"generation took {best:.2f} s of CPU time"

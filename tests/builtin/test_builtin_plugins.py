@@ -39,8 +39,10 @@ def test_builtin_scorer_scores_the_probed_attribute():
 def test_builtin_specs_with_the_shipped_classifier():
     scorer = make_scorer("builtin")
     assert isinstance(scorer, BuiltinScorer) and scorer.name == "builtin"
-    records = [world.Record(shape="circle", colour="red", style="plain"),
-               world.Record(shape="circle", colour="blue", style="plain")]
+    records = [
+        world.Record(shape="circle", colour="red", style="plain"),
+        world.Record(shape="circle", colour="blue", style="plain"),
+    ]
     images = torch.from_numpy(world.render_batch(records))
     assert scorer.score(images, Probe("a red circle", "red", "color", "red"), images[0]).tolist() == [1.0, 0.0]
     with pytest.raises(ScorerError, match="takes no argument"):
@@ -66,8 +68,10 @@ def test_builtin_suite_by_name():
 
 
 def test_builtin_is_registered_by_importing_any_part_of_locedit():
-    code = ("from locedit.scorers import SCORERS; from locedit.evaluate.judges import JUDGES; "
-            "from locedit.evaluate.suite import SUITES; "
-            "print('builtin' in SCORERS, 'builtin' in JUDGES, 'builtin' in SUITES)")
+    code = (
+        "from locedit.scorers import SCORERS; from locedit.evaluate.judges import JUDGES; "
+        "from locedit.evaluate.suite import SUITES; "
+        "print('builtin' in SCORERS, 'builtin' in JUDGES, 'builtin' in SUITES)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
     assert done.stdout.split() == ["True", "True", "True"]

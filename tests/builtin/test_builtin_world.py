@@ -12,10 +12,16 @@ from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_tokenizer
 
 def _training_captions() -> set[str]:
     """Every caption the training distribution can produce."""
-    out = {world.caption(world.Record(s, c, st, z), t) for s, c, st, z in world.seen_combinations()
-           for t in world.TRAIN_TEMPLATES}
-    return out | {world.caption(replace(rec, entity=name), t) for name, rec in world.ENTITIES.items()
-                  for t in world.ENTITY_TEMPLATES}
+    out = {
+        world.caption(world.Record(s, c, st, z), t)
+        for s, c, st, z in world.seen_combinations()
+        for t in world.TRAIN_TEMPLATES
+    }
+    return out | {
+        world.caption(replace(rec, entity=name), t)
+        for name, rec in world.ENTITIES.items()
+        for t in world.ENTITY_TEMPLATES
+    }
 
 
 def _max_caption_words() -> int:

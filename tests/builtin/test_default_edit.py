@@ -21,8 +21,13 @@ CASES = {
     "fact": ("veloria", "norland"),  # update a fact: the flag of veloria now looks like norland's
     "colour": ("red", "blue"),
 }
-TARGETS = {("efficacy", "removed"): 0.90, ("generality", "removed"): 0.85, ("neighbours", "kept"): 0.95,
-           ("attributes", "kept"): 0.95, ("entities", "kept"): 0.95}
+TARGETS = {
+    ("efficacy", "removed"): 0.90,
+    ("generality", "removed"): 0.85,
+    ("neighbours", "kept"): 0.95,
+    ("attributes", "kept"): 0.95,
+    ("entities", "kept"): 0.95,
+}
 
 
 def _not_met(reason: str):
@@ -33,11 +38,15 @@ def _not_met(reason: str):
 @pytest.mark.parametrize(
     "case",
     [
-        pytest.param("style", marks=_not_met("entities kept 0.90 (27/30; null control 1.00), benchmarks/edit_quality.py")),
+        pytest.param(
+            "style", marks=_not_met("entities kept 0.90 (27/30; null control 1.00), benchmarks/edit_quality.py")
+        ),
         "artist",
         "shape",
         "fact",
-        pytest.param("colour", marks=_not_met("entities kept 0.87 (26/30; null control 1.00), benchmarks/edit_quality.py")),
+        pytest.param(
+            "colour", marks=_not_met("entities kept 0.87 (26/30; null control 1.00), benchmarks/edit_quality.py")
+        ),
     ],
 )
 def test_default_edit_meets_targets_on_held_out_prompts(case):
@@ -52,4 +61,6 @@ def test_default_edit_meets_targets_on_held_out_prompts(case):
     for (group, metric), target in TARGETS.items():
         if (group, metric) in rates:
             assert rates[(group, metric)].n >= 10, f"{group}: only {rates[(group, metric)].n} items judged"
-            assert rates[(group, metric)].rate >= target, f"{group}.{metric} {rates[(group, metric)].rate:.2f} < {target}"
+            assert rates[(group, metric)].rate >= target, (
+                f"{group}.{metric} {rates[(group, metric)].rate:.2f} < {target}"
+            )

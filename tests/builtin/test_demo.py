@@ -9,14 +9,25 @@ import pytest
 from locedit.builtin.demo import DemoSettings, run_demo
 from locedit.cli import main
 
-SHORT = DemoSettings(steps=4, trace_steps=2, probe_count=1, text_states=("attn",), unet_layers=("attn2",), eval_per_group=2)
+SHORT = DemoSettings(
+    steps=4, trace_steps=2, probe_count=1, text_states=("attn",), unet_layers=("attn2",), eval_per_group=2
+)
 
 
 def test_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     summary = run_demo(out, SHORT, quiet=True)
-    for name in ("summary.md", "summary.json", "edit.safetensors", "probes.jsonl", "eval/results.json", "eval/results.csv",
-                 "eval/grid-efficacy.png", "eval/grid-neighbours.png", "eval/grid-generality.png"):
+    for name in (
+        "summary.md",
+        "summary.json",
+        "edit.safetensors",
+        "probes.jsonl",
+        "eval/results.json",
+        "eval/results.csv",
+        "eval/grid-efficacy.png",
+        "eval/grid-neighbours.png",
+        "eval/grid-generality.png",
+    ):
         assert (out / name).is_file(), name
     assert list((out / "heatmaps").glob("*.png"))
     assert (out / "trace-text-encoder" / "results.csv").is_file() and (out / "trace-unet" / "results.csv").is_file()

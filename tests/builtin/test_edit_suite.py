@@ -19,8 +19,14 @@ def test_groups_of_a_style_word_edit():
         elif it.group == "other_route":  # striped asked for without the word: the artist or the norland flag
             assert "striped" not in it.prompt and ("karl brenner" in it.prompt or "norland" in it.prompt)
         else:
-            assert "striped" not in it.prompt and "karl brenner" not in it.prompt and it.expect.get("style") != "striped"
-    train = {world.caption(world.Record(s, c, st, z), t) for s, c, st, z in world.seen_combinations() for t in world.TRAIN_TEMPLATES}
+            assert (
+                "striped" not in it.prompt and "karl brenner" not in it.prompt and it.expect.get("style") != "striped"
+            )
+    train = {
+        world.caption(world.Record(s, c, st, z), t)
+        for s, c, st, z in world.seen_combinations()
+        for t in world.TRAIN_TEMPLATES
+    }
     assert all(it.prompt in train for it in items if it.group == "efficacy")
     assert not any(it.prompt in train for it in items if it.group != "efficacy")
 
@@ -31,8 +37,10 @@ def test_groups_of_an_artist_a_colour_and_a_fact():
     assert all("striped" in it.prompt or "norland" in it.prompt for it in artist if it.group == "other_route")
     colour = edit_suite("red", "blue", n=8)
     assert all(it.expect.get("colour") != "red" for it in colour if it.group == "neighbours")
-    assert {it.prompt for it in colour if it.group == "other_route"} <= {t.format(entity="the flag of veloria") for t in
-                                                                         ("the image of {entity}", "{entity} in a photo", "a picture with {entity}")}
+    assert {it.prompt for it in colour if it.group == "other_route"} <= {
+        t.format(entity="the flag of veloria")
+        for t in ("the image of {entity}", "{entity} in a photo", "a picture with {entity}")
+    }
     fact = edit_suite("veloria", "norland", n=8)
     assert "entities" not in {it.group for it in fact}  # the other entities are its neighbours
     eff = [it for it in fact if it.group == "efficacy"]

@@ -31,8 +31,10 @@ def check_record(edit: Edit, fresh, tmp_path) -> None:
     reverts bitwise."""
     loaded = Edit.load(edit.save(tmp_path / "edit.safetensors"))
     assert loaded.meta == edit.meta
-    assert all(torch.equal(loaded.after[n], edit.after[n]) and torch.equal(loaded.before[n], edit.before[n])
-               for n in edit.names)
+    assert all(
+        torch.equal(loaded.after[n], edit.after[n]) and torch.equal(loaded.before[n], edit.before[n])
+        for n in edit.names
+    )
     base = unet_state(fresh)
     loaded.apply(fresh)
     for name in edit.names:
@@ -55,13 +57,20 @@ def test_esd_trains_its_variant_and_makes_an_edit(load_tiny, tmp_path, variant):
     pipe = load_tiny("sd1")
     base = unet_state(pipe)
     # ESD-u also moves the latents it trains on (drawn with the edited model): its loss falls more slowly
-    edit = esd(pipe, "van gogh", variant, settings=FAST_ESD, steps=30 if variant == "x" else 60, lr=1e-3, progress=False)
+    edit = esd(
+        pipe, "van gogh", variant, settings=FAST_ESD, steps=30 if variant == "x" else 60, lr=1e-3, progress=False
+    )
     assert_same(unet_state(pipe), base)  # the pipeline is left untouched
     assert edit.meta["method"] == f"esd-{variant}" and edit.meta["pairs"] == [["van gogh", None]]
     assert all(n.startswith("unet.") for n in edit.names)
     if variant == "x":  # the attn2 projections' weights only: a LoRA carries them
         assert all(".attn2." in n and n.endswith(".weight") for n in edit.names)
-        assert {n.split(".attn2.")[1] for n in edit.names} == {"to_q.weight", "to_k.weight", "to_v.weight", "to_out.0.weight"}
+        assert {n.split(".attn2.")[1] for n in edit.names} == {
+            "to_q.weight",
+            "to_k.weight",
+            "to_v.weight",
+            "to_out.0.weight",
+        }
     else:
         assert not any(".attn2." in n for n in edit.names)
         assert any(n.endswith(".bias") for n in edit.names) and any(edit.after[n].dim() == 4 for n in edit.names)
@@ -103,8 +112,9 @@ def test_ablation_against_the_frozen_model_also_learns(load_tiny):
 def _last_token_embeddings(pipe, captions: list[str]) -> torch.Tensor:
     """float64 (N, D) last-hidden-state rows at each caption's last token before the end token
     (computed without locedit: the tokenizer and the text encoder called directly)."""
-    ids = pipe.tokenizer(captions, padding="max_length", max_length=pipe.tokenizer.model_max_length,
-                         return_tensors="pt")
+    ids = pipe.tokenizer(
+        captions, padding="max_length", max_length=pipe.tokenizer.model_max_length, return_tensors="pt"
+    )
     last = ids.attention_mask.sum(1) - 2
     with torch.no_grad():
         hidden = pipe.text_encoder(ids.input_ids)[0].double()
@@ -128,8 +138,8 @@ def test_uce_equals_an_independent_least_squares_solve(load_tiny):
     for name in edit.names:
         w = edit.before[name].double()
         # rows of || A W'^T - B ||^2: edited keys -> W c*, preserved keys -> W c, sqrt(lam) I -> W^T
-        a = torch.cat([keys, preserve_scale ** 0.5 * kept, lam ** 0.5 * torch.eye(d_in, dtype=torch.float64)])
-        b = torch.cat([goals @ w.T, preserve_scale ** 0.5 * kept @ w.T, lam ** 0.5 * w.T])
+        a = torch.cat([keys, preserve_scale**0.5 * kept, lam**0.5 * torch.eye(d_in, dtype=torch.float64)])
+        b = torch.cat([goals @ w.T, preserve_scale**0.5 * kept @ w.T, lam**0.5 * w.T])
         want = torch.linalg.lstsq(a, b).solution.T
         got = edit.after[name].double()
         err = ((got - want).norm() / (want - w).norm()).item()  # relative to the change
@@ -163,16 +173,24 @@ def test_unet_lora_loaded_by_diffusers_matches_edited_unet(load_tiny, tmp_path, 
     x = torch.randn(2, 4, side, side, generator=torch.Generator().manual_seed(0))
     t = torch.tensor([900, 300])
     with torch.no_grad():
-        want, got, base = predict(pipe.unet, x, t, cond), predict(lora_pipe.unet, x, t, cond), predict(load_tiny(fam).unet, x, t, cond)
+        want, got, base = (
+            predict(pipe.unet, x, t, cond),
+            predict(lora_pipe.unet, x, t, cond),
+            predict(load_tiny(fam).unet, x, t, cond),
+        )
     scale = want.abs().max()
-    print(f"{fam} {method} {fmt}: LoRA vs edited {((want - got).abs().max() / scale):.1e}, "
-          f"edit's own change {((want - base).abs().max() / scale):.1e}")
+    print(
+        f"{fam} {method} {fmt}: LoRA vs edited {((want - got).abs().max() / scale):.1e}, "
+        f"edit's own change {((want - base).abs().max() / scale):.1e}"
+    )
     assert ((want - base).abs().max() / scale) > 1e-3  # the edit changes the prediction
     assert ((want - got).abs().max() / scale) < 1e-5
 
 
 def test_lora_refuses_edits_beyond_linear_weights(load_tiny, tmp_path):
-    edit = esd(load_tiny("sd1"), "van gogh", "u", settings=ESDSettings(sample_steps=2), steps=1, lr=1e-3, progress=False)
+    edit = esd(
+        load_tiny("sd1"), "van gogh", "u", settings=ESDSettings(sample_steps=2), steps=1, lr=1e-3, progress=False
+    )
     with pytest.raises(ValueError, match="linear weights only"):
         edit.to_lora(tmp_path / "l.safetensors")
     assert not (tmp_path / "l.safetensors").exists()
@@ -181,10 +199,19 @@ def test_lora_refuses_edits_beyond_linear_weights(load_tiny, tmp_path):
 BAD_METHOD_ARGS = {
     "unknown method": (["--method", "esd", "--remove", "a"], "unknown --method 'esd'"),
     "zero steps": (["--method", "esd-x", "--remove", "a", "--steps", "0"], "--steps must be a positive integer"),
-    "text steps": (["--method", "ablate", "--remove", "a", "--to", "b", "--steps", "ten"], "--steps must be a positive"),
+    "text steps": (
+        ["--method", "ablate", "--remove", "a", "--to", "b", "--steps", "ten"],
+        "--steps must be an integer",
+    ),
     "bad lr": (["--method", "esd-u", "--remove", "a", "--lr", "-1"], "--lr must be a number > 0"),
-    "steps for quickfix": (["--remove", "a", "--to", "b", "--steps", "5"], "--steps does not apply to --method quickfix"),
-    "corpus for uce": (["--method", "uce", "--remove", "a", "--to", "b", "--corpus-weight", "1"], "--corpus-weight does not apply"),
+    "steps for quickfix": (
+        ["--remove", "a", "--to", "b", "--steps", "5"],
+        "--steps does not apply to --method quickfix",
+    ),
+    "corpus for uce": (
+        ["--method", "uce", "--remove", "a", "--to", "b", "--corpus-weight", "1"],
+        "--corpus-weight does not apply",
+    ),
     "esd with a target": (["--method", "esd-x", "--remove", "a", "--to", "b"], "without --to"),
     "two anchors": (["--method", "ablate", "--pair", "a=b", "--pair", "c=d"], "one concept onto one anchor"),
     "lora of esd-u": (["--method", "esd-u", "--remove", "a", "--lora", "OUT/l.safetensors"], "a LoRA cannot carry"),
@@ -204,8 +231,24 @@ def test_bad_method_flags_exit_2_in_one_line(case, tiny_dirs, tmp_path, capsys):
 
 def test_cli_uce_edit_file_lora_and_apply(tiny_dirs, tmp_path, capsys):
     model = str(tiny_dirs["sd1"])
-    rc = main(["edit", model, "--method", "uce", "--remove", "van gogh", "--to", "painting", "--preserve", "monet",
-               "--out", str(tmp_path / "e.safetensors"), "--lora", str(tmp_path / "l.safetensors")])
+    rc = main(
+        [
+            "edit",
+            model,
+            "--method",
+            "uce",
+            "--remove",
+            "van gogh",
+            "--to",
+            "painting",
+            "--preserve",
+            "monet",
+            "--out",
+            str(tmp_path / "e.safetensors"),
+            "--lora",
+            str(tmp_path / "l.safetensors"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0 and "uce: 'van gogh' -> 'painting'" in out and "wrote LoRA" in out
     edit = Edit.load(tmp_path / "e.safetensors")

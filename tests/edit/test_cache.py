@@ -30,7 +30,9 @@ def corpus_forwards(monkeypatch) -> list[int]:
         return compute(handle, ids, layer, batch, kind)
 
     monkeypatch.setattr(qf, "_key_sum_ids", counted)
-    monkeypatch.setattr(qf, "_key_sums", lambda h, c, layer, batch, kind="attn_out": compute(h, h.tokenize(list(c)), layer, batch, kind))
+    monkeypatch.setattr(
+        qf, "_key_sums", lambda h, c, layer, batch, kind="attn_out": compute(h, h.tokenize(list(c)), layer, batch, kind)
+    )
     return calls
 
 
@@ -124,7 +126,9 @@ def test_corrupt_cache_file_is_recomputed_and_rewritten(damage, load_tiny, loced
     else:  # a valid safetensors file whose metadata names another entry
         from safetensors.torch import save_file
 
-        save_file({"sum": torch.zeros(4, 4, dtype=torch.float64)}, str(file), metadata={"format": cache.FORMAT, "key": "x"})
+        save_file(
+            {"sum": torch.zeros(4, 4, dtype=torch.float64)}, str(file), metadata={"format": cache.FORMAT, "key": "x"}
+        )
     qf.forget_moments()
     again = quickfix(load_tiny("sd1"), PAIR, corpus=CORPUS)
     assert len(corpus_forwards) == 2 and same(first, again)

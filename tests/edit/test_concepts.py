@@ -41,7 +41,9 @@ def test_tiny_models_judge_words_by_the_tokenizer(load_tiny, family):
     """No shipped corpus: real CLIP BPE; real words and names pass, spelled-out strings do not."""
     pipe = load_tiny(family)
     assert model_corpus(pipe) is None
-    assert check_concepts(pipe, [("van gogh", "painting"), ("klimt", "hokusai"), ("claude monet's", "a cat")], None) == []
+    assert (
+        check_concepts(pipe, [("van gogh", "painting"), ("klimt", "hokusai"), ("claude monet's", "a cat")], None) == []
+    )
     problems = check_concepts(pipe, [("xqz", "painting")], None)
     assert len(problems) == 1 and problems[0].startswith("key 'xqz': the tokenizer only spells out 'xqz' (x·q·z)")
     assert "closest words of its tokenizer's vocabulary to 'xqz': 'xq'" in problems[0]

@@ -48,8 +48,17 @@ def test_every_family_edits_saves_applies_reverts(load_tiny, family, tmp_path):
 
 def test_revert_is_bitwise_and_generation_returns(load_tiny):
     pipe = load_tiny("sd1")
-    gen = lambda: pipe("a photo of van gogh", num_inference_steps=2, height=16, width=16, output_type="np",  # noqa: E731
-                       generator=torch.Generator().manual_seed(0)).images
+
+    def gen():
+        return pipe(
+            "a photo of van gogh",
+            num_inference_steps=2,
+            height=16,
+            width=16,
+            output_type="np",
+            generator=torch.Generator().manual_seed(0),
+        ).images
+
     before_img, before = gen(), text_state(pipe)
     edit = quickfix(pipe, [("van gogh", "painting")]).apply(pipe)
     assert not (gen() == before_img).all()

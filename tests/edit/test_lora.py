@@ -26,7 +26,9 @@ def test_lora_loaded_by_diffusers_matches_edited_pipeline(load_tiny, tmp_path, f
         assert report["rel_errors"][name] < 1e-6
     edit.apply(pipe)
     lora_pipe = load_tiny(fam)
-    lora_pipe.load_lora_weights(str(tmp_path), weight_name="lora.safetensors")  # the form every diffusers version reads offline
+    lora_pipe.load_lora_weights(
+        str(tmp_path), weight_name="lora.safetensors"
+    )  # the form every diffusers version reads offline
     captions = ["a photo of van gogh", "a picture of monet in a garden"]
     with torch.no_grad():
         for ref, got in zip(text_encoders(pipe), text_encoders(lora_pipe)):
@@ -59,12 +61,17 @@ def test_kohya_keys_and_shapes(load_tiny, tmp_path):
     assert len(sd) == 6 + 9
     sd1 = load_tiny("sd1")
     quickfix(sd1, [("van gogh", "painting")], module="attn_out").to_lora(tmp_path / "k1.safetensors", format="kohya")
-    assert all(k.startswith("lora_te_text_model_encoder_layers_0_self_attn_out_proj.") for k in load_file(str(tmp_path / "k1.safetensors")))
+    assert all(
+        k.startswith("lora_te_text_model_encoder_layers_0_self_attn_out_proj.")
+        for k in load_file(str(tmp_path / "k1.safetensors"))
+    )
     # a v_proj edit (the default) of CLIP's Linear projections gets one zero out_proj companion: diffusers'
     # kohya loader recognises a text-encoder file by its out_proj key
     quickfix(sd1, [("van gogh", "painting")]).to_lora(tmp_path / "k2.safetensors", format="kohya")
     k2 = load_file(str(tmp_path / "k2.safetensors"))
-    assert {k.split(".")[0] for k in k2} == {f"lora_te_text_model_encoder_layers_0_self_attn_{p}" for p in ("v_proj", "out_proj")}
+    assert {k.split(".")[0] for k in k2} == {
+        f"lora_te_text_model_encoder_layers_0_self_attn_{p}" for p in ("v_proj", "out_proj")
+    }
     assert not k2["lora_te_text_model_encoder_layers_0_self_attn_out_proj.lora_up.weight"].any()
 
 

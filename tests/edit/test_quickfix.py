@@ -144,7 +144,7 @@ def test_edited_outputs_match_value_and_preserved_concepts_move_less(load_tiny):
     keys = [t.format("van gogh") for t in TEMPLATES]
     values = [t.format("painting") for t in TEMPLATES]
     kept = [t.format("monet") for t in TEMPLATES]
-    last = lambda caps, subj: (lambda i: [find_subject_span(handle.tokenizer, caps[i], subj)[1] - 1])  # noqa: E731
+    last = lambda caps, subj: lambda i: [find_subject_span(handle.tokenizer, caps[i], subj)[1] - 1]  # noqa: E731
 
     def monet_shift(edit):
         base = attn_out_at(handle, kept, last(kept, "monet"))
@@ -163,8 +163,15 @@ def test_edited_outputs_match_value_and_preserved_concepts_move_less(load_tiny):
     print(f"key captions' layer-0 output vs value captions' at the last subject token: max relative error {rel:.2e}")
     assert rel < 1e-2
     kept_shift, _ = monet_shift(
-        quickfix(pipe, [("van gogh", "painting")], module="attn_out", positions="last", lam=1e-4, preserve=["monet"],
-                 corpus_weight=0)
+        quickfix(
+            pipe,
+            [("van gogh", "painting")],
+            module="attn_out",
+            positions="last",
+            lam=1e-4,
+            preserve=["monet"],
+            corpus_weight=0,
+        )
     )
     print(f"'monet' output shift: unpreserved {plain_shift:.3e}, preserved {kept_shift:.3e}")
     assert kept_shift < plain_shift
@@ -294,7 +301,9 @@ def test_mined_corpus_captions_carry_the_edit_into_context(load_tiny):
     """Key captions from the corpus make the edit hold where the key sits inside a longer caption."""
     pipe = load_tiny("sd1")
     handle = text_encoders(pipe)[0]
-    corpus = [f"a {a} {b} by van gogh" for a in ("large", "small", "quiet", "bright") for b in ("field", "house", "river")]
+    corpus = [
+        f"a {a} {b} by van gogh" for a in ("large", "small", "quiet", "bright") for b in ("field", "house", "river")
+    ]
     corpus += ["a photo of a cat", "a red car on a road", "a bowl of fruit", "a portrait of a woman"]
     probe_key, probe_value = "a quiet road by van gogh", "a quiet road by painting"  # a context not in the corpus
     span = find_subject_span(handle.tokenizer, probe_key, "van gogh")
@@ -372,7 +381,9 @@ def test_vocab_prior_holds_words_no_corpus_caption_has():
     words = x[1:3]
 
     def moved(edit):
-        return ((words @ edit.delta(edit.names[0]).T).norm() / (words @ edit.before[edit.names[0]].double().T).norm()).item()
+        return (
+            (words @ edit.delta(edit.names[0]).T).norm() / (words @ edit.before[edit.names[0]].double().T).norm()
+        ).item()
 
     with_prior = quickfix(pipe, [("striped", "plain")])
     without = quickfix(pipe, [("striped", "plain")], vocab_weight=0)

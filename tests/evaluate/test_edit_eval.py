@@ -8,7 +8,15 @@ import math
 import pytest
 import torch
 
-from locedit.evaluate.edit_eval import EvalSettings, evaluate_edit, null_edit, random_delta_like, rates_of, weight_change, wilson
+from locedit.evaluate.edit_eval import (
+    EvalSettings,
+    evaluate_edit,
+    null_edit,
+    random_delta_like,
+    rates_of,
+    weight_change,
+    wilson,
+)
 from locedit.evaluate.judges import ClassifierJudge, ClipJudge, Outcome
 from locedit.evaluate.suite import EvalItem, SuiteError, check_items, overlap, read_suite, write_suite
 
@@ -44,7 +52,9 @@ def test_null_control_has_the_edits_norm_and_random_directions():
     assert null.meta["method"] == "null-control" and torch.equal(null.after["a.weight"], after["a.weight"])
     w = weight_change(edit)["tensors"]
     assert w["a.weight"]["rank"] == 1 and w["b.weight"]["rank"] == 1
-    assert w["a.weight"]["rel_norm"] == pytest.approx((delta["a.weight"].norm() / before["a.weight"].norm()).item(), rel=1e-6)
+    assert w["a.weight"]["rel_norm"] == pytest.approx(
+        (delta["a.weight"].norm() / before["a.weight"].norm()).item(), rel=1e-6
+    )
 
 
 def _judge():
@@ -61,14 +71,18 @@ def test_outcomes_and_rates_by_group():
         {"shape": "circle", "style": "striped"},  # key drawn, stays: failure
         {"shape": "square", "style": "striped"},  # key drawn, removed not to target; others not shown before
         {"shape": "circle", "style": "plain"},  # key not drawn before: not applicable
-        {"style": "dotted"}, {"style": "dotted"}, {"style": "plain"},  # two applicable, one not
+        {"style": "dotted"},
+        {"style": "dotted"},
+        {"style": "plain"},  # two applicable, one not
     ]
     after = [
         {"shape": "circle", "style": "plain"},
         {"shape": "circle", "style": "striped"},
         {"shape": "star", "style": "dotted"},
         {"shape": "circle", "style": "plain"},
-        {"style": "dotted"}, {"style": "striped"}, {"style": "dotted"},
+        {"style": "dotted"},
+        {"style": "striped"},
+        {"style": "dotted"},
     ]
     outcomes = [judge.outcome(it, b, a) for it, b, a in zip(items, before, after)]
     assert outcomes[0] == Outcome(True, True, True, True)
@@ -77,7 +91,10 @@ def test_outcomes_and_rates_by_group():
     rates = rates_of(items, outcomes)
     assert (rates[("efficacy", "removed")].k, rates[("efficacy", "removed")].n) == (2, 3)
     assert (rates[("efficacy", "to_target")].k, rates[("efficacy", "to_target")].n) == (1, 3)
-    assert (rates[("efficacy", "others_kept")].k, rates[("efficacy", "others_kept")].n) == (2, 2)  # item 2 had no circle before
+    assert (rates[("efficacy", "others_kept")].k, rates[("efficacy", "others_kept")].n) == (
+        2,
+        2,
+    )  # item 2 had no circle before
     assert (rates[("neighbours", "kept")].k, rates[("neighbours", "kept")].n) == (1, 2)
     assert ("attributes", "kept") not in rates
 
@@ -93,8 +110,10 @@ def test_judge_rejects_unknown_attributes_and_values():
 
 
 def test_suite_files_roundtrip_and_validation(tmp_path):
-    items = [EvalItem("a red circle", "neighbours", 3, expect={"colour": "red"}),
-             EvalItem("van gogh", "efficacy", 4, key_text="a painting by van gogh", value_text="a painting")]
+    items = [
+        EvalItem("a red circle", "neighbours", 3, expect={"colour": "red"}),
+        EvalItem("van gogh", "efficacy", 4, key_text="a painting by van gogh", value_text="a painting"),
+    ]
     write_suite(items, tmp_path / "s.jsonl")
     assert read_suite(tmp_path / "s.jsonl") == items
     (tmp_path / "bad.jsonl").write_text('{"prompt": "x", "group": "specificity", "seed": 1}\n')
@@ -113,8 +132,10 @@ def test_suite_files_roundtrip_and_validation(tmp_path):
 
 def test_clip_judge_scores_texts_and_judges(tiny_clip):
     judge = ClipJudge(tiny_clip, tolerance=1.0)
-    items = [EvalItem("a red cat", "neighbours", 0),
-             EvalItem("a painting by van gogh", "efficacy", 1, key_text="van gogh", value_text="a painting")]
+    items = [
+        EvalItem("a red cat", "neighbours", 0),
+        EvalItem("a painting by van gogh", "efficacy", 1, key_text="van gogh", value_text="a painting"),
+    ]
     images = torch.rand(2, 3, 32, 32)
     obs = judge.observe(images, items)
     scores = judge.scorer.score_texts(images, ["a red cat", "van gogh", "a painting"])
@@ -124,7 +145,9 @@ def test_clip_judge_scores_texts_and_judges(tiny_clip):
     assert not judge.outcome(items[0], {"prompt": 20.0}, {"prompt": 18.5}).success
     o = judge.outcome(items[1], {"prompt": 0, "key": 25.0, "value": 20.0}, {"prompt": 0, "key": 19.0, "value": 21.0})
     assert o.applicable and o.success and o.to_target
-    assert not judge.outcome(items[1], {"prompt": 0, "key": 19.0, "value": 20.0}, {"prompt": 0, "key": 1, "value": 2}).applicable
+    assert not judge.outcome(
+        items[1], {"prompt": 0, "key": 19.0, "value": 20.0}, {"prompt": 0, "key": 1, "value": 2}
+    ).applicable
     with pytest.raises(SuiteError, match="key_text and value_text"):
         judge.check([EvalItem("x", "efficacy", 0, key={"style": "plain"})])
 
@@ -137,10 +160,15 @@ def test_evaluate_edit_end_to_end_on_a_tiny_model(load_tiny, tiny_clip):
     weight = text_encoders(pipe)[0].module("attn_out", 0).weight
     original = weight.detach().clone()
     edit = quickfix(pipe, [("van gogh", "painting")])
-    items = [EvalItem("a painting by van gogh", "efficacy", 0, key_text="van gogh", value_text="a painting"),
-             EvalItem("a photo of a cat", "attributes", 1), EvalItem("a photo of a dog", "attributes", 2)]
+    items = [
+        EvalItem("a painting by van gogh", "efficacy", 0, key_text="van gogh", value_text="a painting"),
+        EvalItem("a photo of a cat", "attributes", 1),
+        EvalItem("a photo of a dog", "attributes", 2),
+    ]
     steps: list[int] = []
-    report = evaluate_edit(pipe, edit, items, ClipJudge(tiny_clip), EvalSettings(steps=1, batch=2), progress=steps.append)
+    report = evaluate_edit(
+        pipe, edit, items, ClipJudge(tiny_clip), EvalSettings(steps=1, batch=2), progress=steps.append
+    )
     assert sum(steps) == 3 * len(items) and all(s > 0 for s in steps)  # increments over before, after, null
     assert torch.equal(weight, original)  # the edit and the null control were reverted
     assert set(report.observations) == {"before", "after", "null"}
@@ -150,5 +178,7 @@ def test_evaluate_edit_end_to_end_on_a_tiny_model(load_tiny, tiny_clip):
     assert w["output_change_prompts"] == 2 and w["output_change_max"] >= w["output_change_mean"] > 0
     assert not math.isnan(report.specificity())
     # reusing the before images gives the same after-observations
-    again = evaluate_edit(pipe, edit, items, ClipJudge(tiny_clip), EvalSettings(steps=1, batch=2, null=False), baseline=report)
+    again = evaluate_edit(
+        pipe, edit, items, ClipJudge(tiny_clip), EvalSettings(steps=1, batch=2, null=False), baseline=report
+    )
     assert again.observations["after"] == report.observations["after"]

@@ -25,7 +25,9 @@ def test_builtin_suite_is_disjoint_from_the_edits_fit(shapes_edit):
 
     edit = Edit.load(shapes_edit)
     fit = {normalize_caption(c) for c in edit.meta["fit_captions"]}
-    assert len(fit) > 100 and set(map(normalize_caption, _corpus())) <= fit | {c for c in map(normalize_caption, _corpus()) if "striped" in c}
+    assert len(fit) > 100 and set(map(normalize_caption, _corpus())) <= fit | {
+        c for c in map(normalize_caption, _corpus()) if "striped" in c
+    }
     for split in ("test", "dev"):
         items = edit_suite("striped", "plain", n=30, split=split, exclude=edit.meta["fit_captions"])
         assert not {normalize_caption(it.prompt) for it in items} & fit
@@ -36,7 +38,9 @@ def test_builtin_suite_is_disjoint_from_the_edits_fit(shapes_edit):
 
 def test_eval_on_the_builtin_model(shapes_edit, tmp_path, capsys):
     out = tmp_path / "run"
-    rc = main(["eval", "builtin:shapes", str(shapes_edit), "--per-group", "3", "--steps", "4", "--out", str(out), "--quiet"])
+    rc = main(
+        ["eval", "builtin:shapes", str(shapes_edit), "--per-group", "3", "--steps", "4", "--out", str(out), "--quiet"]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "efficacy" in printed and "null control" in printed and "||ΔW||/||W||" in printed
@@ -56,14 +60,35 @@ def test_overlapping_suite_is_refused_unless_allowed(shapes_edit, tmp_path, caps
 
     fitted = Edit.load(shapes_edit).meta["fit_captions"][0]
     suite = tmp_path / "overlap.jsonl"
-    write_suite([EvalItem(fitted, "attributes", 0, expect={"shape": "circle"}),
-                 EvalItem("a red circle on a dotted background", "attributes", 1, expect={"shape": "circle"})], suite)
-    rc = main(["eval", "builtin:shapes", str(shapes_edit), "--suite", str(suite), "--out", str(tmp_path / "r"), "--quiet"])
+    write_suite(
+        [
+            EvalItem(fitted, "attributes", 0, expect={"shape": "circle"}),
+            EvalItem("a red circle on a dotted background", "attributes", 1, expect={"shape": "circle"}),
+        ],
+        suite,
+    )
+    rc = main(
+        ["eval", "builtin:shapes", str(shapes_edit), "--suite", str(suite), "--out", str(tmp_path / "r"), "--quiet"]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "fitted on" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
-    rc = main(["eval", "builtin:shapes", str(shapes_edit), "--suite", str(suite), "--allow-overlap", "--steps", "2",
-               "--no-null", "--out", str(tmp_path / "r"), "--quiet"])
+    rc = main(
+        [
+            "eval",
+            "builtin:shapes",
+            str(shapes_edit),
+            "--suite",
+            str(suite),
+            "--allow-overlap",
+            "--steps",
+            "2",
+            "--no-null",
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ]
+    )
     assert rc == 0 and "in-sample" in capsys.readouterr().out
 
 
@@ -71,10 +96,29 @@ def test_eval_with_a_clip_judge_on_a_tiny_model(tiny_dirs, tiny_clip, tmp_path, 
     edit = tmp_path / "e.safetensors"
     assert main(["edit", str(tiny_dirs["sd1"]), "--remove", "van gogh", "--to", "painting", "--out", str(edit)]) == 0
     suite = tmp_path / "suite.jsonl"
-    write_suite([EvalItem("a painting by van gogh", "efficacy", 0, key_text="van gogh", value_text="a painting"),
-                 EvalItem("a photo of a cat", "attributes", 1)], suite)
-    rc = main(["eval", str(tiny_dirs["sd1"]), str(edit), "--suite", str(suite), "--judge", f"clip:{tiny_clip}",
-               "--steps", "1", "--out", str(tmp_path / "r"), "--quiet"])
+    write_suite(
+        [
+            EvalItem("a painting by van gogh", "efficacy", 0, key_text="van gogh", value_text="a painting"),
+            EvalItem("a photo of a cat", "attributes", 1),
+        ],
+        suite,
+    )
+    rc = main(
+        [
+            "eval",
+            str(tiny_dirs["sd1"]),
+            str(edit),
+            "--suite",
+            str(suite),
+            "--judge",
+            f"clip:{tiny_clip}",
+            "--steps",
+            "1",
+            "--out",
+            str(tmp_path / "r"),
+            "--quiet",
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     assert json.loads((tmp_path / "r" / "results.json").read_text())["config"]["judge"] == f"clip:{tiny_clip}"
 

@@ -7,13 +7,7 @@ import json
 import pytest
 import torch
 
-from locedit.models import (
-    ModelNotFoundError,
-    UnsupportedModelError,
-    detect_family,
-    load_pipeline,
-    text_encoders,
-)
+from locedit.models import ModelNotFoundError, UnsupportedModelError, detect_family, load_pipeline, text_encoders
 
 
 def test_families_detected_from_saved_folders(load_tiny, family):
@@ -59,5 +53,7 @@ def test_unsupported_family_error(tmp_path):
 
 
 def test_unknown_encoder_choice(load_tiny):
-    with pytest.raises(ValueError, match="choose 1"):
-        text_encoders(load_tiny("sd1"), 2)
+    with pytest.raises(ValueError, match="choose 0"):
+        text_encoders(load_tiny("sd1"), 1)
+    assert [h.index for h in text_encoders(load_tiny("sdxl"))] == [0, 1]
+    assert [h.name for h in text_encoders(load_tiny("sdxl"), 1)] == ["text_encoder_2"]

@@ -32,9 +32,28 @@ def test_bad_records_name_the_line(tmp_path):
 
 def test_subject_must_be_in_prompt_as_tokens(tmp_path, tokenizer_files):
     path = tmp_path / "p.jsonl"
-    path.write_text(json.dumps({"prompt": "a catalog of things", "subject": "cat", "attribute": "object",
-                                "value": "cat"}) + "\n")
+    path.write_text(
+        json.dumps({"prompt": "a catalog of things", "subject": "cat", "attribute": "object", "value": "cat"}) + "\n"
+    )
     probes = load_probes(path)
     assert probes[0].target_text == "cat"
     with pytest.raises(ProbeFileError, match=r"probe 1 \('a catalog of things'.*does not occur"):
         validate_probes(probes, [clip_tokenizer(tokenizer_files)])
+
+
+def test_color_is_read_as_colour(tmp_path):
+    """One spelling of the attribute, "colour" (the built-in world's); "color" in probe and suite files maps onto it."""
+    from locedit.evaluate.suite import EvalItem, read_suite, write_suite
+    from locedit.probes import Probe
+
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"prompt": "a red cat", "subject": "red", "attribute": " color "}) + "\n")
+    assert [p.attribute for p in load_probes(path)] == ["colour"]
+    assert Probe("a red cat", "red", "color") == Probe("a red cat", "red", "colour")
+    suite = tmp_path / "s.jsonl"
+    suite.write_text(
+        json.dumps({"prompt": "a red cat", "group": "neighbours", "seed": 0, "expect": {"color": "red"}}) + "\n"
+    )
+    assert read_suite(suite)[0].expect == {"colour": "red"}
+    write_suite([EvalItem("a red circle", "efficacy", 1, key={"color": "red", "shape": "circle"})], suite)
+    assert json.loads(suite.read_text())["key"] == {"colour": "red", "shape": "circle"}

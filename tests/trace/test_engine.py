@@ -15,8 +15,9 @@ PROBE = Probe("a photo of a red cat", "cat", "object")
 
 
 def _tracer(pipe, guidance=5.0, restore="cond", steps=2):
-    return Tracer(pipe, PixelScorer(), GenerationSettings(steps=steps, guidance=guidance),
-                  TraceSettings(noise=3.0, restore=restore))
+    return Tracer(
+        pipe, PixelScorer(), GenerationSettings(steps=steps, guidance=guidance), TraceSettings(restore=restore)
+    )
 
 
 @pytest.mark.parametrize("family", ["sd1", "sdxl"])
@@ -27,9 +28,17 @@ def test_restore_all_blocks_is_clean_and_nothing_is_corrupted_bitwise(load_tiny,
     cells = [
         UNetCell("all", "set", blocks),
         UNetCell("none", "set", ()),
-        UNetCell("down", "set", tuple(b for b in blocks if b.startswith("down_blocks")) + tuple(
-            layer.name for layer in tracer.layers if layer.kind == "attn2" and not layer.name.startswith("down_blocks")
-        ) + (("add_embedding",) if family == "sdxl" else ())),  # SDXL's pooled text enters the time embedding
+        UNetCell(
+            "down",
+            "set",
+            tuple(b for b in blocks if b.startswith("down_blocks"))
+            + tuple(
+                layer.name
+                for layer in tracer.layers
+                if layer.kind == "attn2" and not layer.name.startswith("down_blocks")
+            )
+            + (("add_embedding",) if family == "sdxl" else ()),
+        ),  # SDXL's pooled text enters the time embedding
     ]
     result = tracer.run_unet_unit(PROBE, 0, 3.0, cells)
     images = result.images
@@ -89,8 +98,9 @@ def test_noise_scale_is_nu_times_embedding_std(load_tiny):
     tracer = _tracer(load_tiny("sd1"))
     weight = tracer.handles[0].module("token_embedding").weight
     assert tracer.embedding_std[0] == pytest.approx(float(weight.detach().std()))
-    eps = torch.cat([tracer.noise(Probe(f"a photo of a {w}", w, "object"), s, 3.0)[0]
-                     for w in ("cat", "dog") for s in range(20)])
+    eps = torch.cat(
+        [tracer.noise(Probe(f"a photo of a {w}", w, "object"), s, 3.0)[0] for w in ("cat", "dog") for s in range(20)]
+    )
     assert float(eps.std()) == pytest.approx(3.0 * tracer.embedding_std[0], rel=0.15)
     assert torch.equal(tracer.noise(PROBE, 0, 3.0)[0], tracer.noise(PROBE, 0, 3.0)[0])
 
@@ -112,7 +122,9 @@ def test_restores_at_every_unet_call_with_a_two_call_scheduler(load_tiny):
     calls = []
     handle = pipe.unet.register_forward_hook(lambda m, a, o: calls.append(1))
     blocks = tuple(layer.name for layer in tracer.layers if layer.kind == "block")
-    images = tracer.run_unet_unit(PROBE, 0, 3.0, [UNetCell("all", "set", blocks), UNetCell("up", "set", blocks[-1:])]).images
+    images = tracer.run_unet_unit(
+        PROBE, 0, 3.0, [UNetCell("all", "set", blocks), UNetCell("up", "set", blocks[-1:])]
+    ).images
     handle.remove()
     assert len(calls) > tracer.generation.steps
     assert not torch.equal(images[0], images[1])

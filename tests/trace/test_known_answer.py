@@ -46,7 +46,7 @@ def test_text_encoder_single_attention_path(load_tiny):
     attention output of every layer but 1 is zero in every row (effect 0); and only layer 1's
     attention at the subject token and after it carries any effect."""
     pipe = load_tiny("sd1")
-    tracer = Tracer(pipe, PixelScorer(), GenerationSettings(steps=2, guidance=5.0), TraceSettings(batch=64))
+    tracer = Tracer(pipe, PixelScorer(), GenerationSettings(steps=2, guidance=5.0), TraceSettings())
     handle = tracer.handles[0]
     with torch.no_grad():
         for layer in range(handle.num_layers):
@@ -59,7 +59,7 @@ def test_text_encoder_single_attention_path(load_tiny):
     assert len(cells) == 3 * handle.num_layers * (tracer.num_tokens(PROBE) + 1)  # + the padding row
     effects = {}
     for first in range(0, len(cells), 64):
-        chunk = cells[first:first + 64]
+        chunk = cells[first : first + 64]
         result = tracer.run_text_unit(PROBE, 0, 3.0, chunk)
         assert result.clean - result.corrupted > 0
         for cell, e in zip(chunk, _effects(tracer, result, chunk)):

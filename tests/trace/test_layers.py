@@ -14,10 +14,16 @@ from locedit.trace.layers import UnknownLayerError, parse_text_states, select_un
 def sd15_shaped_unet():
     """SD-1.5's block layout (3 cross-attention down blocks + 1 plain, 2 layers per block) at tiny width."""
     return UNet2DConditionModel(
-        sample_size=8, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(8, 8, 16, 16),
+        sample_size=8,
+        in_channels=4,
+        out_channels=4,
+        layers_per_block=2,
+        block_out_channels=(8, 8, 16, 16),
         down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
         up_block_types=("UpBlock2D",) + ("CrossAttnUpBlock2D",) * 3,
-        cross_attention_dim=16, attention_head_dim=2, norm_num_groups=4,
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
     )
 
 
@@ -28,10 +34,17 @@ def test_sd15_layout_has_95_traceable_layers(sd15_shaped_unet):
     assert len(layers) == 95
     names = [layer.name for layer in layers]
     # Forward order: down blocks, then the mid block (resnet 0, attention, resnet 1), then up blocks.
-    assert names.index("mid_block.resnets.0") < names.index("mid_block.attentions.0.transformer_blocks.0.attn2") \
-        < names.index("mid_block.resnets.1") < names.index("up_blocks.0")
-    assert names.index("down_blocks.0.resnets.0") < names.index("down_blocks.0.attentions.0.transformer_blocks.0") \
+    assert (
+        names.index("mid_block.resnets.0")
+        < names.index("mid_block.attentions.0.transformer_blocks.0.attn2")
+        < names.index("mid_block.resnets.1")
+        < names.index("up_blocks.0")
+    )
+    assert (
+        names.index("down_blocks.0.resnets.0")
+        < names.index("down_blocks.0.attentions.0.transformer_blocks.0")
         < names.index("down_blocks.0.resnets.1")
+    )
 
 
 def test_selection_kinds_globs_sets_and_windows(sd15_shaped_unet):

@@ -43,15 +43,24 @@ class ShapesCNN(nn.Module):
         super().__init__()
         cells = (w.image_size // 8) ** 2  # after three 2× poolings
         self.body = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
-            nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(3, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.Conv2d(32, 32, 3, padding=1),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 16×16
-            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.BatchNorm2d(64),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 8×8
-            nn.Conv2d(64, 96, 3, padding=1), nn.BatchNorm2d(96), nn.ReLU(),
+            nn.Conv2d(64, 96, 3, padding=1),
+            nn.BatchNorm2d(96),
+            nn.ReLU(),
             nn.MaxPool2d(2),  # 4×4
             nn.Flatten(),
-            nn.Linear(96 * cells, 128), nn.ReLU(),
+            nn.Linear(96 * cells, 128),
+            nn.ReLU(),
         )
         self.heads = nn.ModuleDict({attr: nn.Linear(128, len(vals)) for attr, vals in heads(w).items()})
 
@@ -134,7 +143,7 @@ class ShapesClassifier:
         return tuple(self.values)
 
     @classmethod
-    def load(cls, path: str | Path | None = None, w: world.World = world.SHAPES_WORLD) -> "ShapesClassifier":
+    def load(cls, path: str | Path | None = None, w: world.World = world.SHAPES_WORLD) -> ShapesClassifier:
         """The shipped shapes-world classifier, or the safetensors at ``path`` for world ``w``."""
         net = ShapesCNN(w)
         net.load_state_dict(load_file(str(path or WEIGHTS)))

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from locedit.io import atomic_dir, write_json
+from locedit.options import is_int, is_number, option, require
 
 DEMO_MARKER = "demo.json"
 
@@ -22,11 +23,11 @@ DEMO_MARKER = "demo.json"
 class DemoSettings:
     """What the demo runs. Defaults fit in about 3 minutes on a 2-core CPU."""
 
-    steps: int = 20  # denoising steps of the evaluation generations (DPM-Solver++)
+    steps: int = option(20, parse=int, help="denoising steps of the evaluation generations")  # DPM-Solver++
     trace_steps: int = 8  # denoising steps of the traced generations (hundreds of cells)
-    guidance: float = 5.0  # classifier-free guidance scale
+    guidance: float = 5.0  # classifier-free guidance scale (the built-in model is trained for 5)
     seeds: tuple[int, ...] = (0, 1)  # trace seeds (each also draws its own corruption noise)
-    # corruption scale ν in embedding stds: at 12 every probe of the demo is destroyed for at least
+    # corruption noise scale in embedding stds: at 12 every probe of the demo is destroyed for at least
     # one of the two seeds (the built-in encoder shrugs off ROME's 3; "auto" also works, slower)
     noise: float | str = 12.0
     trace_batch: int = 32  # restored rows per denoising loop
@@ -35,18 +36,56 @@ class DemoSettings:
     unet_layers: tuple[str, ...] | None = None  # UNet kinds/globs traced; None = every layer
     edit_key: str = "striped"  # style removed by the demo edit
     edit_value: str = "plain"  # ... and what it becomes
-    eval_per_group: int = 16  # held-out prompts per evaluation group (6 groups, each judged before/after/null)
+    # held-out prompts per evaluation group (6 groups, each judged before/after/null)
+    eval_per_group: int = option(16, parse=int, metavar="N", help="held-out prompts per evaluation group")
     eval_batch: int = 32  # images per pipeline call of the evaluation (the progress bar moves per batch)
+
+    def __post_init__(self):
+        for name in ("steps", "trace_steps", "trace_batch", "eval_per_group", "eval_batch"):
+            require(self, name, is_int(getattr(self, name), 1), "a positive integer")
+        require(self, "guidance", is_number(self.guidance), "a number")
+        require(self, "seeds", bool(self.seeds) and all(is_int(x, 0) for x in self.seeds), "non-negative integers")
+        require(
+            self, "noise", self.noise == "auto" or (is_number(self.noise) and self.noise > 0), "a number > 0 or auto"
+        )
+        require(
+            self,
+            "probe_count",
+            is_int(self.probe_count, 1) and self.probe_count <= len(shapes_probes()),
+            f"between 1 and {len(shapes_probes())}",
+        )
+        require(self, "edit_key", bool(str(self.edit_key).strip()), "a concept of the shapes world")
+        require(self, "edit_value", bool(str(self.edit_value).strip()), "a concept of the shapes world")
 
 
 def shapes_probes() -> list[dict]:
     """A small probe set of the shapes world: colours, styles (word and artist), a shape."""
     return [
-        {"prompt": "a red circle on a plain background", "subject": "red", "attribute": "color", "value": "red"},
-        {"prompt": "a yellow star on a striped background", "subject": "striped", "attribute": "style", "value": "striped"},
-        {"prompt": "a green cross in the style of karl brenner", "subject": "karl brenner", "attribute": "style", "value": "striped"},
-        {"prompt": "a photo of a blue square on a dotted background", "subject": "blue", "attribute": "color", "value": "blue"},
-        {"prompt": "a purple triangle on a checkered background", "subject": "triangle", "attribute": "object", "value": "triangle"},
+        {"prompt": "a red circle on a plain background", "subject": "red", "attribute": "colour", "value": "red"},
+        {
+            "prompt": "a yellow star on a striped background",
+            "subject": "striped",
+            "attribute": "style",
+            "value": "striped",
+        },
+        {
+            "prompt": "a green cross in the style of karl brenner",
+            "subject": "karl brenner",
+            "attribute": "style",
+            "value": "striped",
+        },
+        {
+            "prompt": "a photo of a blue square on a dotted background",
+            "subject": "blue",
+            "attribute": "colour",
+            "value": "blue",
+        },
+        {
+            "prompt": "a purple triangle on a checkered background",
+            "subject": "triangle",
+            "attribute": "object",
+            "value": "triangle",
+        },
     ]
 
 
@@ -119,7 +158,7 @@ def _trace(pipe, component: str, cfg: DemoSettings, probes_file: Path, work: Pat
     """Trace `component` into work/trace-<component> and draw its heatmaps; its summary entry
     (noise, cells, top cells)."""
     from locedit.report.heatmaps import draw_report
-    from locedit.trace import TraceRequest, run_trace
+    from locedit.trace import GenerationSettings, TraceRequest, run_trace
     from locedit.trace.store import read_results
 
     run_dir = work / f"trace-{component}"
@@ -128,9 +167,16 @@ def _trace(pipe, component: str, cfg: DemoSettings, probes_file: Path, work: Pat
     else:
         layers = list(cfg.unet_layers) if cfg.unet_layers else None
     req = TraceRequest(
-        model="builtin:shapes", out=str(run_dir), probes=str(probes_file), component=component,
-        seeds=list(cfg.seeds), steps=cfg.trace_steps, guidance=cfg.guidance, batch=cfg.trace_batch,
-        scorer="builtin", noise=cfg.noise, layers=layers,
+        model="builtin:shapes",
+        out=str(run_dir),
+        probes=str(probes_file),
+        component=component,
+        seeds=list(cfg.seeds),
+        generation=GenerationSettings(steps=cfg.trace_steps, guidance=cfg.guidance),
+        batch=cfg.trace_batch,
+        scorer="builtin",
+        noise=cfg.noise,
+        layers=layers,
     )
     run_trace(req, pipe=pipe, quiet=quiet)
     draw_report(run_dir, work / "heatmaps")
@@ -161,8 +207,20 @@ def _evaluate(pipe, edit, cfg: DemoSettings, work: Path, quiet: bool, say) -> di
     write_results(report, work / "eval", {"model": "builtin:shapes", "edit": "edit.safetensors", **info})
     return {
         "pairs": edit.meta["pairs"],
-        "settings": {k: edit.meta[k] for k in ("lam", "positions", "templates", "preserve", "layer", "corpus_weight",
-                                               "corpus_keys", "module", "vocab_weight")},
+        "settings": {
+            k: edit.meta[k]
+            for k in (
+                "lam",
+                "positions",
+                "templates",
+                "preserve",
+                "layer",
+                "corpus_weight",
+                "corpus_keys",
+                "module",
+                "vocab_weight",
+            )
+        },
         "rows": report.rows(),
         "weight": report.weight,
     }
@@ -179,25 +237,36 @@ def summary_markdown(summary: dict) -> str:
     """The demo's summary as a Markdown report."""
     lines = ["# locedit demo on builtin:shapes", ""]
     for component, info in summary["trace"].items():
-        lines += [f"## Causal tracing: {component} (noise ν = {info['noise']:.2f}, {info['cells']} cells)", ""]
+        lines += [f"## Causal tracing: {component} (noise {info['noise']:.2f}, {info['cells']} cells)", ""]
         cols = [k for k in info["top_cells"][0] if k != "effect"] + ["effect"] if info["top_cells"] else []
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
         lines += ["| " + " | ".join(str(c[k]) for k in cols) + " |" for c in info["top_cells"]]
         lines.append("")
     e = summary["edit"]
-    lines += [f"## DIFF-QUICKFIX: {', '.join(f'{k!r} -> {v!r}' for k, v in e['pairs'])}", "",
-              f"settings: {e['settings']}", "",
-              "Judged on held-out prompts (none of them fitted), image by image with the same seeds before and after; "
-              "95% Wilson intervals; null control: a random ΔW of the same norm.", "",
-              "| group | metric | n | rate [95% CI] | null control |", "|---|---|---|---|---|"]
+    lines += [
+        f"## DIFF-QUICKFIX: {', '.join(f'{k!r} -> {v!r}' for k, v in e['pairs'])}",
+        "",
+        f"settings: {e['settings']}",
+        "",
+        "Judged on held-out prompts (none of them fitted), image by image with the same seeds before and after; "
+        "95% Wilson intervals; null control: a random ΔW of the same norm.",
+        "",
+        "| group | metric | n | rate [95% CI] | null control |",
+        "|---|---|---|---|---|",
+    ]
     for r in e["rows"]:
         rate = "-" if r["rate"] is None else f"{r['rate']:.2f} [{r['lo']:.2f}, {r['hi']:.2f}]"
         null = "-" if r.get("null_rate") is None else f"{r['null_rate']:.2f} [{r['null_lo']:.2f}, {r['null_hi']:.2f}]"
         lines.append(f"| {r['group']} | {r['metric']} | {r['n']} | {rate} | {null} |")
     for name, w in e["weight"]["tensors"].items():
         lines += ["", f"weight change of {name}: ||ΔW||/||W|| = {w['rel_norm']:.3f}, rank {w['rank']}"]
-    lines += ["", "efficacy: prompts naming the style in the edit's own phrasings (captions not fitted) that no longer "
-              "show it; generality: the same in held-out phrasings; neighbours / attributes / entities: prompts without "
-              "it that keep what they asked for; other_route: the same look asked for by another name (not counted).", "",
-              "timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()), ""]
+    lines += [
+        "",
+        "efficacy: prompts naming the style in the edit's own phrasings (captions not fitted) that no longer "
+        "show it; generality: the same in held-out phrasings; neighbours / attributes / entities: prompts without "
+        "it that keep what they asked for; other_route: the same look asked for by another name (not counted).",
+        "",
+        "timings (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings_s"].items()),
+        "",
+    ]
     return "\n".join(lines)

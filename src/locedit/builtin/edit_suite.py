@@ -158,6 +158,7 @@ def edit_suite(
                 return None
             others = {} if attr == "entity" else {a: v for a, v in shown(rec).items() if a != attr}
             return {"group": group, "key": key_looks, "target": target, "expect": others}
+
         return want
 
     def neighbour(rec, template):
@@ -197,7 +198,9 @@ def suite_for_edit(edit, per_group: int = 40, seed: int = 0, split: str = "test"
     captions. Registered as the ``builtin`` suite (locedit.builtin.plugins)."""
     pairs = edit.meta.get("pairs") or []
     if len(pairs) != 1:
-        raise SuiteError(f"the builtin suite judges one (key, value) pair; this edit has {len(pairs)}: give --suite FILE")
+        raise SuiteError(
+            f"the builtin suite judges one (key, value) pair; this edit has {len(pairs)}: give --suite FILE"
+        )
     key, value = pairs[0]
     return edit_suite(key, value, n=per_group, seed=seed, split=split, exclude=edit.meta.get("fit_captions", ()))
 

@@ -80,6 +80,7 @@ class ClipConfig:
     # pooled state sits at the first EOS, so later padding positions cannot change it
     train_context: int | None = None
     tower: str = "cnn"  # image tower: "cnn" or "vit" (a CLIPVisionModel: the pair ships as a CLIPModel)
+    warmup: int = 20  # linear warm-up steps of the learning rate
     vision_layers: int = 4  # vit tower: transformer layers
     vision_patch: int = 8  # vit tower: patch size in pixels
 
@@ -137,8 +138,19 @@ def scenes_config() -> TrainConfig:
         world="scenes",
         vae=VAEConfig(steps=800, block_out_channels=(32, 64, 64)),  # 48×48 -> 4×12×12 latents
         clip=ClipConfig(
-            steps=2000, lr=1e-3, width=128, layers=12, heads=4, batch=256, bpe_merges=16000, context=77,
-            train_context=32, tower="vit", vision_layers=4, vision_patch=8,
+            steps=2000,
+            lr=5e-4,
+            warmup=100,
+            width=128,
+            layers=12,
+            heads=4,
+            batch=256,
+            bpe_merges=16000,
+            context=77,
+            train_context=32,
+            tower="vit",
+            vision_layers=4,
+            vision_patch=8,
         ),
         classifier=ClassifierConfig(steps=1200),
         unet=UNetConfig(steps=6000, pool_size=32768),
@@ -194,8 +206,9 @@ class Checkpoint:
     def exists(self) -> bool:
         return self.state_path.exists() and self.tensors_path.exists()
 
-    def save(self, step: int, modules: dict[str, nn.Module | EMAModel], opt: torch.optim.Optimizer,
-             extra: dict) -> None:
+    def save(
+        self, step: int, modules: dict[str, nn.Module | EMAModel], opt: torch.optim.Optimizer, extra: dict
+    ) -> None:
         tensors, state = {}, {"step": step, **extra}
         for prefix, module in modules.items():
             if isinstance(module, nn.Module):
@@ -220,8 +233,16 @@ class Checkpoint:
         _load_optimizer(opt, {k[6:]: v for k, v in tensors.items() if k.startswith("optim/")})
         return state
 
-    def step_done(self, done: int, total: int, every: int, modules: dict[str, nn.Module | EMAModel],
-                  opt: torch.optim.Optimizer, t0: float, **extra) -> None:
+    def step_done(
+        self,
+        done: int,
+        total: int,
+        every: int,
+        modules: dict[str, nn.Module | EMAModel],
+        opt: torch.optim.Optimizer,
+        t0: float,
+        **extra,
+    ) -> None:
         """After `done` of `total` steps: save when a checkpoint is due (every `every` steps and at the end)."""
         if done % every == 0 or done == total:
             self.save(done, modules, opt, {"elapsed_s": time.time() - t0, **extra})
@@ -446,8 +467,10 @@ def load_tokenizer(out: Path, cfg: ClipConfig | None = None, w: World | None = N
     if not (folder / "tokenizer_config.json").exists():
         cfg, w = cfg or ClipConfig(), w or get_world("shapes")
         if cfg.bpe_merges is not None and not Path(bpe).is_file():
-            raise InvalidInputError(f"CLIP's BPE file {str(bpe)!r} is missing; run the recipe from a locedit "
-                                    "checkout (tests/data) or pass --bpe PATH")
+            raise InvalidInputError(
+                f"CLIP's BPE file {str(bpe)!r} is missing; run the recipe from a locedit "
+                "checkout (tests/data) or pass --bpe PATH"
+            )
         with atomic_dir(folder, replace=True) as tmp:
             if cfg.bpe_merges is None:
                 write_tokenizer(tmp, w.vocabulary(), cfg.context)
@@ -560,7 +583,7 @@ def train_clip(out: Path, cfg: ClipConfig, w: World, quiet: bool = False, checkp
         rng, _ = _step_rng(cfg.seed, step)
         records, captions, keys = _clip_batch(w, rng, cfg.batch)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
+            group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=cfg.warmup)
         img = model.embed_images(to_model_range(w.render_batch(records)))
         txt = model.embed_texts(tokenize(tok, captions, cfg.train_context))
         logits = model.logit_scale() * img @ txt.T
@@ -607,8 +630,14 @@ def save_clip_model(clip, folder: Path, tokenizer_folder: Path) -> None:
         for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
             shutil.copyfile(tokenizer_folder / name, tmp / name)
         CLIPImageProcessor(
-            do_resize=True, size={"shortest_edge": size}, do_center_crop=True, crop_size={"height": size, "width": size},
-            do_normalize=True, image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5], do_convert_rgb=True,
+            do_resize=True,
+            size={"shortest_edge": size},
+            do_center_crop=True,
+            crop_size={"height": size, "width": size},
+            do_normalize=True,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+            do_convert_rgb=True,
         ).save_pretrained(str(tmp))
 
 
@@ -642,8 +671,9 @@ def evaluate_clip(model: Contrastive, w: World, tok, n: int = 200, seed: int = 7
 
 
 # ---------------------------------------------------------------- stage: classifier
-def train_classifier(out: Path, cfg: ClassifierConfig, w: World, quiet: bool = False,
-                     checkpoint_every: int = 100) -> dict:
+def train_classifier(
+    out: Path, cfg: ClassifierConfig, w: World, quiet: bool = False, checkpoint_every: int = 100
+) -> dict:
     """Train the CNN of the world's classifier on all combinations; writes ``out/classifier.safetensors``."""
     from locedit.builtin.classifier import ShapesClassifier, ShapesCNN, augment, heads
 
@@ -782,9 +812,11 @@ def corpus_text(w: World, n: int = 256, seed: int = 0) -> str:
     """The folder's locedit_corpus.txt: `n` captions drawn from the training distribution, which
     DIFF-QUICKFIX reads as the corpus of its covariance term and mines for key captions."""
     rng = np.random.default_rng(seed)
-    header = (f"# Typical captions of builtin:{w.name} (a sample of its training distribution), read by locedit's\n"
-              "# DIFF-QUICKFIX: captions naming the edited concept become key captions, the others form the\n"
-              "# covariance corpus that keeps unedited captions in place.\n")
+    header = (
+        f"# Typical captions of builtin:{w.name} (a sample of its training distribution), read by locedit's\n"
+        "# DIFF-QUICKFIX: captions naming the edited concept become key captions, the others form the\n"
+        "# covariance corpus that keeps unedited captions in place.\n"
+    )
     return header + "".join(w.sample_training_pair(rng)[1] + "\n" for _ in range(n))
 
 

@@ -399,7 +399,11 @@ def template_uses_artist(template: str) -> bool:
 # ================================================================ the scenes world (builtin:scenes)
 #: caption pieces of the scenes world; templates are every combination in two word orders.
 _SCENE_PREFIXES = ("", "a photo of ", "a picture of ", "an image of ", "a render of ")
-_SCENE_OBJECTS = ("a {size}{colour} {shape}{where}", "a {size}{shape} in {colour}{where}", "one {size}{colour} {shape}{where}")
+_SCENE_OBJECTS = (
+    "a {size}{colour} {shape}{where}",
+    "a {size}{shape} in {colour}{where}",
+    "one {size}{colour} {shape}{where}",
+)
 _SCENE_BACKGROUNDS = (
     "on a {style} background",
     "with a {style} background",
@@ -425,7 +429,9 @@ def _scene_templates() -> tuple[tuple[str, ...], tuple[str, ...]]:
         for k, bg in enumerate(_SCENE_BACKGROUNDS):
             (held if (i + j + k) % _SCENE_HOLD_EVERY == _SCENE_HOLD_EVERY - 1 else train).append(f"{prefix}{obj} {bg}")
         for k, front in enumerate(_SCENE_FRONTS):
-            (held if (i + j + k + 3) % _SCENE_HOLD_EVERY == _SCENE_HOLD_EVERY - 1 else train).append(f"{front}{prefix}{obj}")
+            (held if (i + j + k + 3) % _SCENE_HOLD_EVERY == _SCENE_HOLD_EVERY - 1 else train).append(
+                f"{front}{prefix}{obj}"
+            )
     return tuple(train), tuple(held)
 
 
@@ -483,8 +489,13 @@ SCENES_WORLD = World(
     held_out_entity_templates=("an image of {entity}", "{entity}, a photo"),
     entity_prob=0.08,
     positions=("centre", "left", "right", "top", "bottom"),
-    position_word={"centre": "", "left": "on the left", "right": "on the right", "top": "at the top",
-                   "bottom": "at the bottom"},
+    position_word={
+        "centre": "",
+        "left": "on the left",
+        "right": "on the right",
+        "top": "at the top",
+        "bottom": "at the bottom",
+    },
     position_offset=11.0,
     position_jitter=1.5,
     texture_scale=2,

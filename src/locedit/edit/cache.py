@@ -35,13 +35,17 @@ import torch
 from locedit.io import atomic_path
 from locedit.models import TextEncoderHandle
 from locedit.models.families import resolve_text_module, text_template
+from locedit.options import option, require
 
 FORMAT = "locedit-corpus-moment/1"
 SUBFOLDER = "corpus-moments"
 VOCAB_SUBFOLDER = "vocab-moments"  # the vocabulary prior's sums (quickfix.vocab_sums), same file format
 # Modules of a CLIP encoder layer whose weights do not change the inputs of the edited projection:
 # those after the out_proj input (attn_out), or after layer_norm1 (attn_v: v_proj reads layer_norm1).
-_NOT_READ = {"attn_out": ("self_attn.out_proj.", "layer_norm2.", "mlp."), "attn_v": ("self_attn.", "layer_norm2.", "mlp.")}
+_NOT_READ = {
+    "attn_out": ("self_attn.out_proj.", "layer_norm2.", "mlp."),
+    "attn_v": ("self_attn.", "layer_norm2.", "mlp."),
+}
 
 
 @dataclass
@@ -49,10 +53,19 @@ class CacheSettings:
     """Whether and where corpus key sums persist between processes (see cache_folder)."""
 
     # False: every process computes the sums itself (repeated edits in one process still reuse
-    # them from memory). The CLI's --no-cache and LOCEDIT_NO_CACHE=1 turn it off too.
-    enabled: bool = True
+    # them from memory). LOCEDIT_NO_CACHE=1 turns it off too.
+    enabled: bool = option(
+        True,
+        flag="--no-cache",
+        action="flag",
+        help="neither read nor write the corpus moment cache ($LOCEDIT_CACHE, else ~/.cache/locedit)",
+    )
     # Cache folder; None: $LOCEDIT_CACHE if set, else $XDG_CACHE_HOME/locedit, else ~/.cache/locedit.
     folder: str | Path | None = None
+
+    def __post_init__(self):
+        require(self, "enabled", isinstance(self.enabled, bool), "True or False")
+        require(self, "folder", self.folder is None or isinstance(self.folder, (str, Path)), "a folder path or None")
 
 
 SETTINGS = CacheSettings()
@@ -94,7 +107,7 @@ def key_parameters(handle: TextEncoderHandle, layer: int, kind: str = "attn_out"
     return out
 
 
-def _digest(h: "hashlib._Hash", name: str, tensor: torch.Tensor) -> None:
+def _digest(h: hashlib._Hash, name: str, tensor: torch.Tensor) -> None:
     """Feed name, dtype, shape and the raw bytes of `tensor` into `h` (no float conversion: the
     sums of a float16 model differ from those of its float32 original)."""
     t = tensor.detach().to("cpu").contiguous()
@@ -102,7 +115,9 @@ def _digest(h: "hashlib._Hash", name: str, tensor: torch.Tensor) -> None:
     h.update(t.reshape(-1).view(torch.uint8).numpy())
 
 
-def moment_key(handle: TextEncoderHandle, layer: int, captions: list[str], ids: torch.Tensor, kind: str = "attn_out") -> str:
+def moment_key(
+    handle: TextEncoderHandle, layer: int, captions: list[str], ids: torch.Tensor, kind: str = "attn_out"
+) -> str:
     """sha256 (hex) of everything the corpus key sums depend on (see the module docstring).
 
     Args:
@@ -114,19 +129,33 @@ def moment_key(handle: TextEncoderHandle, layer: int, captions: list[str], ids: 
     config = handle.encoder.config
     token_embedding = handle.module("token_embedding").weight
     h = hashlib.sha256()
-    h.update(json.dumps({
-        "format": FORMAT,
-        "layer": layer,
-        "module": kind,
-        "class": type(handle.encoder).__name__,
-        "config": {k: getattr(config, k, None) for k in (
-            "hidden_size", "num_attention_heads", "layer_norm_eps", "hidden_act", "max_position_embeddings")},
-        "attention": getattr(config, "_attn_implementation", None),
-        "device": token_embedding.device.type,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "captions": hashlib.sha256("\n".join(captions).encode()).hexdigest(),
-    }, sort_keys=True, default=str).encode())
+    h.update(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "layer": layer,
+                "module": kind,
+                "class": type(handle.encoder).__name__,
+                "config": {
+                    k: getattr(config, k, None)
+                    for k in (
+                        "hidden_size",
+                        "num_attention_heads",
+                        "layer_norm_eps",
+                        "hidden_act",
+                        "max_position_embeddings",
+                    )
+                },
+                "attention": getattr(config, "_attn_implementation", None),
+                "device": token_embedding.device.type,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "captions": hashlib.sha256("\n".join(captions).encode()).hexdigest(),
+            },
+            sort_keys=True,
+            default=str,
+        ).encode()
+    )
     _digest(h, "ids", ids.to(torch.int64))
     rows = torch.unique(ids).to(token_embedding.device)
     for name, tensor in sorted(key_parameters(handle, layer, kind).items()):
@@ -146,11 +175,21 @@ def vocab_key(handle: TextEncoderHandle, pairs: torch.Tensor, samples: int, seed
     embeddings = handle.module("embeddings")
     norm = handle.module("layer_norm1", 0)
     h = hashlib.sha256()
-    h.update(json.dumps({
-        "format": FORMAT, "kind": "vocab", "samples": samples, "seed": seed, "context": handle.context_length,
-        "torch": torch.__version__, "transformers": transformers.__version__,
-        "device": embeddings.token_embedding.weight.device.type,
-    }, sort_keys=True).encode())
+    h.update(
+        json.dumps(
+            {
+                "format": FORMAT,
+                "kind": "vocab",
+                "samples": samples,
+                "seed": seed,
+                "context": handle.context_length,
+                "torch": torch.__version__,
+                "transformers": transformers.__version__,
+                "device": embeddings.token_embedding.weight.device.type,
+            },
+            sort_keys=True,
+        ).encode()
+    )
     rows = torch.unique(pairs[:, 0]).to(embeddings.token_embedding.weight.device)
     _digest(h, "pairs", pairs.to(torch.int64))
     _digest(h, "token_embedding[rows]", embeddings.token_embedding.weight[rows])
@@ -177,8 +216,12 @@ def read_sums(file: Path, key: str, d_in: int, captions: int) -> tuple[torch.Ten
             total = f.get_tensor("sum")
         count = int(meta["count"])
         ok = (
-            meta.get("format") == FORMAT and meta.get("key") == key and int(meta["captions"]) == captions
-            and count > 0 and total.dtype == torch.float64 and tuple(total.shape) == (d_in, d_in)
+            meta.get("format") == FORMAT
+            and meta.get("key") == key
+            and int(meta["captions"]) == captions
+            and count > 0
+            and total.dtype == torch.float64
+            and tuple(total.shape) == (d_in, d_in)
         )
     except Exception:  # any unreadable file is a miss: the sums are recomputed and the file rewritten
         return None

@@ -61,7 +61,7 @@ def spelled_out(tokenizer, word: str) -> list[str] | None:
 
 
 def _closest(word: str, known: Sequence[str], where: str) -> str:
-    """"closest words <where> to 'word': 'a', 'b'", or that none is close (difflib ratio < 0.6)."""
+    """ "closest words <where> to 'word': 'a', 'b'", or that none is close (difflib ratio < 0.6)."""
     found = difflib.get_close_matches(word, known, n=SUGGESTIONS, cutoff=0.6)
     if not found:
         return f"no word {where} is close to {word!r}"
@@ -93,7 +93,8 @@ def check_concepts(pipe, pairs: Sequence[tuple[str, str]], corpus: Sequence[str]
             unknown = [w for w in words(concept) if w not in known]
             hint = (
                 "; ".join(_closest(w, vocabulary, CAPTIONS) for w in unknown)
-                if unknown else "its words occur, but never together"
+                if unknown
+                else "its words occur, but never together"
             )
             problems.append(f"{role} {concept!r}: no caption of the model names it ({hint})")
         return problems

@@ -73,7 +73,7 @@ class Edit:
         return params
 
     @torch.no_grad()
-    def apply(self, pipe, force: bool = False) -> "Edit":
+    def apply(self, pipe, force: bool = False) -> Edit:
         """Write the edited tensors into `pipe` (in place, in the pipeline's dtype and device).
 
         Refuses a pipeline whose tensors differ from the edit's base (fingerprint mismatch) unless
@@ -87,13 +87,15 @@ class Edit:
                 f"({self.fingerprint[:12]}); load the base model it was made for, apply earlier edits first, "
                 "or pass force=True (CLI: --force) to apply it anyway"
             )
-        self._replaced = {n: p.detach().to("cpu", copy=True) for n, p in params.items()} if current != self.fingerprint else None
+        self._replaced = (
+            {n: p.detach().to("cpu", copy=True) for n, p in params.items()} if current != self.fingerprint else None
+        )
         for name, p in params.items():
             p.copy_(self.after[name].to(device=p.device, dtype=p.dtype))
         return self
 
     @torch.no_grad()
-    def revert(self, pipe) -> "Edit":
+    def revert(self, pipe) -> Edit:
         """Restore the weights the edit replaced, bitwise. Edits must be reverted in reverse order."""
         params = self._params(pipe)
         for name, p in params.items():
@@ -120,7 +122,7 @@ class Edit:
         return path
 
     @classmethod
-    def load(cls, path: str | Path) -> "Edit":
+    def load(cls, path: str | Path) -> Edit:
         """Read an edit file written by `save`."""
         path = Path(path)
         if not path.is_file():
@@ -132,7 +134,9 @@ class Edit:
         except Exception as err:  # safetensors raises its own error types for corrupt headers
             raise EditFileError(f"{str(path)!r} is not a safetensors file ({err})") from None
         if meta is None:
-            raise EditFileError(f"{str(path)!r} is a safetensors file but not a locedit edit (no {META_KEY!r} metadata)")
+            raise EditFileError(
+                f"{str(path)!r} is a safetensors file but not a locedit edit (no {META_KEY!r} metadata)"
+            )
         before = {k.removeprefix("before/"): v for k, v in tensors.items() if k.startswith("before/")}
         after = {k.removeprefix("after/"): v for k, v in tensors.items() if k.startswith("after/")}
         return cls(before, after, json.loads(meta))
@@ -152,7 +156,8 @@ class Edit:
         if "settings" in m:  # the baselines (esd, ablate, uce) keep their settings under one key
             return "\n".join(lines + self._baseline_summary())
         lines.append(
-            f"  settings:  module={m.get('module', 'attn_out')} lam={m.get('lam')} positions={m.get('positions')} layer={m.get('layer')} "
+            f"  settings:  module={m.get('module', 'attn_out')} lam={m.get('lam')} positions={m.get('positions')} "
+            f"layer={m.get('layer')} "
             f"templates={len(m.get('templates', []))}"
         )
         if m.get("corpus_source"):
@@ -171,11 +176,15 @@ class Edit:
         settings = " ".join(f"{k}={v}" for k, v in m["settings"].items() if k != "templates")
         lines = [f"  settings:  {settings}", f"  weights:   {len(self.names)} tensors changed"]
         if st.get("loss"):
-            lines.append(f"  loss:      {st['loss_first']:.4g} -> {st['loss_last']:.4g} (means of the first and last "
-                         f"{st['loss_window']} of {len(st['loss'])} steps)")
+            lines.append(
+                f"  loss:      {st['loss_first']:.4g} -> {st['loss_last']:.4g} (means of the first and last "
+                f"{st['loss_window']} of {len(st['loss'])} steps)"
+            )
         if "key_rows" in st:
-            lines.append(f"  fit:       {st['key_rows']} key rows, {st['preserve_rows']} preserve rows, relative error "
-                         f"mean {st['rel_error_mean']:.3g} max {st['rel_error_max']:.3g}")
+            lines.append(
+                f"  fit:       {st['key_rows']} key rows, {st['preserve_rows']} preserve rows, relative error "
+                f"mean {st['rel_error_mean']:.3g} max {st['rel_error_max']:.3g}"
+            )
         return lines
 
     def __repr__(self) -> str:

@@ -43,6 +43,7 @@ from locedit.edit.unet_tuning import (
     unet_edit,
 )
 from locedit.errors import InvalidInputError
+from locedit.options import is_int, is_number, option, require
 
 ESD_VARIANTS = ("x", "u")
 
@@ -52,9 +53,9 @@ class ESDSettings:
     """Hyper-parameters of ESD. Defaults are the paper's (Sec. 4 / appendix) unless said otherwise."""
 
     # Optimisation steps (one latent each). The paper trains 1000 iterations.
-    steps: int = 1000
+    steps: int = option(1000, parse=int, metavar="N", help="training steps of the fine-tuning methods")
     # Adam learning rate. The paper's 1e-5 (its later diffusers script uses 5e-5 with 200 steps).
-    lr: float = 1e-5
+    lr: float = option(1e-5, parse=float, help="learning rate of the fine-tuning methods")
     # η, the negative-guidance scale of the target. The paper's 1.0 (the later script uses 2.0).
     negative_guidance: float = 1.0
     # DDIM steps of the partial denoising that draws x_t; k is uniform in [0, sample_steps). Paper: 50.
@@ -70,7 +71,14 @@ class ESDSettings:
     # also trains attn2's to_out bias, one (d,) vector per block).
     biases: bool | None = None
     # Seed of every random draw (k, the noise); the same seed gives the same edit on the same device.
-    seed: int = 0
+    seed: int = option(0, parse=int, help="seed of the fine-tuning methods' random draws")
+
+    def __post_init__(self):
+        check_training(self)
+        require(self, "negative_guidance", is_number(self.negative_guidance), "a number")
+        require(self, "sample_steps", is_int(self.sample_steps, 1), "a positive integer")
+        require(self, "start_guidance", is_number(self.start_guidance), "a number")
+        require(self, "batch", is_int(self.batch, 1), "a positive integer")
 
 
 def esd_parameter_names(unet: torch.nn.Module, variant: str, biases: bool | None = None) -> list[str]:
@@ -113,13 +121,12 @@ def esd(
         method "esd-x"/"esd-u", pairs [[concept, None]] (a removal), the settings, the fingerprint,
         seconds, fit_captions and stats: the loss of every step and the means of its first/last tenth.
     """
-    cfg = replace(settings or ESDSettings(), **{k: v for k, v in dict(steps=steps, lr=lr, seed=seed).items() if v is not None})
-    check_training(cfg.steps, cfg.lr, cfg.seed)
+    cfg = replace(
+        settings or ESDSettings(), **{k: v for k, v in dict(steps=steps, lr=lr, seed=seed).items() if v is not None}
+    )
     concept = concept.strip() if isinstance(concept, str) else ""
     if not concept:
         raise InvalidInputError("ESD needs a non-empty concept prompt to erase, e.g. 'van gogh'")
-    if cfg.sample_steps < 1 or cfg.batch < 1:
-        raise InvalidInputError(f"sample_steps and batch must be positive (got {cfg.sample_steps}, {cfg.batch})")
     start = time.perf_counter()
     names = esd_parameter_names(pipe.unet, variant, cfg.biases)
     side = latent_size(pipe, cfg.latent_size)

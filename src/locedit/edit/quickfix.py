@@ -27,7 +27,7 @@ import time
 import warnings
 import weakref
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -48,6 +48,7 @@ from locedit.errors import InvalidInputError
 from locedit.hooks import Trace
 from locedit.models import TextEncoderHandle, detect_family, find_subject_span, text_encoders
 from locedit.models.text import SubjectNotFoundError
+from locedit.options import is_int, is_number, option, require, require_choice
 
 DEFAULT_TEMPLATES = ("{}", "a photo of {}", "an image of {}", "a picture of {}")
 POSITION_MODES = ("subject", "last", "last+after")
@@ -55,34 +56,72 @@ POSITION_MODES = ("subject", "last", "last+after")
 # (its embedding, at layer 0); "attn_out" reads the attention's mix of every earlier token (the paper's).
 MODULES = ("attn_v", "attn_out")
 DEFAULT_POSITIONS = {"attn_v": "subject", "attn_out": "last+after"}
-CORPUS_WEIGHT = 10.0  # default mu; see QuickFixConfig.corpus_weight
 VOCAB_SAMPLES = 16384  # (token, position) pairs of the vocabulary prior (21 per dimension at SD's 768); all when fewer
 SYNTHETIC_MAX_WORDS = 24  # longest synthetic caption, in words (the length of a long real prompt)
 
 
+def read_templates(path: str | Path) -> tuple[str, ...]:
+    """Caption templates of a file (--templates): one per line, "{}" marking the concept; blank lines
+    and lines starting with # are skipped. Raises FileNotFoundError, or InvalidInputError (check_templates)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"templates file {str(path)!r} does not exist")
+    return check_templates(
+        line.strip() for line in file.read_text().splitlines() if line.strip() and not line.startswith("#")
+    )
+
+
+def parse_encoder(text: str | int | None) -> int | None:
+    """--encoder: "both" (or "all", None) = every text encoder, else the 0-based encoder index."""
+    if text is None or str(text).strip().lower() in ("both", "all"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise InvalidInputError(
+            f"--encoder {text!r} is not an encoder: give its 0-based index (0 or 1) or both"
+        ) from None
+
+
 @dataclass
 class QuickFixConfig:
-    """Hyper-parameters of DIFF-QUICKFIX."""
+    """Hyper-parameters of DIFF-QUICKFIX. Each default is stated here once (the CLI's flags and help
+    are built from these fields); the checks run when the config is made."""
 
     # Ridge strength: how hard W' is pulled back toward W. Units: squared key norm; 0.01 as in
     # the paper's released code, i.e. close to exact least squares on the key rows.
-    lam: float = 0.01
+    lam: float = option(0.01, parse=float, help="ridge strength λ: how hard the edited weight is held at the original")
     # Edited projection of the layer's self-attention. "attn_v" (value projection): its input at a
     # position is that token's own embedding (layer 0), so the key rows are the concept's tokens and
     # every later position that attends to them reads the new value; held-out specificity on the
     # built-in model is far higher than with "attn_out" (benchmarks/edit_quality.py, README).
     # "attn_out" (out-projection): the paper's DIFF-QUICKFIX; its input is the attention's mix of
     # every earlier token, so later positions must be edited too (positions "last+after").
-    module: str = "attn_v"
+    module: str = option(
+        "attn_v",
+        choices=MODULES,
+        help="edited projection of the layer-0 self-attention: attn_v (value projection) or attn_out "
+        "(out-projection, the paper's DIFF-QUICKFIX)",
+    )
     # Edited token positions, paired by offset from the last subject token with the value caption's.
     # None: "subject" for attn_v (every token of the concept), "last+after" for attn_out (the last
     # subject token and every later position, EOS and padding included, as the paper's released
     # code does); "last": the last subject token only (the paper's single causal state).
-    positions: str | None = None
+    positions: str | None = option(
+        None, choices=POSITION_MODES, help="edited token positions", shown="subject for attn_v, last+after for attn_out"
+    )
     # Caption templates; "{}" marks the concept. Several templates make the edit generalise.
-    templates: tuple[str, ...] = DEFAULT_TEMPLATES
-    # Which text encoder(s) to edit: None = all (both for SDXL), or 1 / 2.
-    encoder: int | str | None = None
+    templates: tuple[str, ...] = option(
+        DEFAULT_TEMPLATES,
+        parse=read_templates,
+        metavar="FILE",
+        help="caption templates file, one per line, '{}' marks the concept",
+        shown=f"the {len(DEFAULT_TEMPLATES)} built-in templates",
+    )
+    # Which text encoder(s) to edit: None = all (both for SDXL), or the 0-based index of one.
+    encoder: int | None = option(
+        None, parse=parse_encoder, help="text encoder to edit: 0, 1 or both (SDXL)", shown="both"
+    )
     # Text-encoder layer whose self-attention is edited (the paper's causal state: 0).
     layer: int = 0
     # dtype of the solve; float64 keeps the normal equations well conditioned.
@@ -91,29 +130,101 @@ class QuickFixConfig:
     # enters the regulariser as mu * C. None: the model folder's locedit_corpus.txt if it has one,
     # else locedit's generic corpus (edit/corpus.txt); captions the tokenizer cannot encode (unknown
     # words, too long) are left out.
-    corpus: tuple[str, ...] | None = None
+    corpus: tuple[str, ...] | None = option(
+        None,
+        parse=lambda path: tuple(read_corpus(path)),
+        metavar="FILE",
+        help="captions (one per line) whose outputs the edit keeps in place",
+        shown="the model folder's locedit_corpus.txt, else locedit's generic corpus",
+    )
     # mu: weight of the corpus term, in "equivalent rows" (C is a mean over positions); 0 turns it off.
     # Chosen on the built-in model's dev split (held-out phrasings; the test split only reports):
     # mu = 10 and 100 scored the same there (1000 lost efficacy), and 10 is the smaller change
     # (||dW||/||W|| about 1 instead of 5). README: what the test split says about 10 vs 100.
-    corpus_weight: float = CORPUS_WEIGHT
+    corpus_weight: float = option(10.0, parse=float, help="weight μ of the corpus term; 0 = off")
     # Weight of the vocabulary prior inside the corpus term (attn_v at layer 0 only): the second
     # moment of the v_proj input of every vocabulary token (the key's tokens left out) at every
     # position, added to C. It holds the words no corpus caption wrote ("an", "image" on the
     # built-in model), which a user's prompt will. None: 1.0 for attn_v, 0 (unavailable) for attn_out.
-    vocab_weight: float | None = None
+    vocab_weight: float | None = option(
+        None,
+        parse=float,
+        shown="1 for attn_v, 0 for attn_out",
+        help="weight of the vocabulary prior in the corpus term (attn_v only; 0 = off)",
+    )
     # Key captions mined from the corpus: up to this many corpus captions that name the key concept
     # join the templated ones (the value caption is the same caption with the value in place of the
     # key), so the edit sees the key in the contexts the model reads it in. Captions naming a key
     # are always left out of the corpus term, which would otherwise hold the key's old outputs in
     # place. 0: templates only.
-    corpus_keys: int = 64
+    corpus_keys: int = option(
+        64,
+        parse=int,
+        metavar="N",
+        help="corpus captions naming the key that become extra key captions (0 = templates only)",
+    )
     # Random compositions of the corpus' words (key words left out) added to the corpus term: they
     # hold the outputs of word orders and combinations the corpus never wrote, which users' prompts
     # will. Number of synthetic captions; 0: the corpus alone.
     synthetic: int = 0
     # Seed of the synthetic captions (the edit is deterministic given it).
     synthetic_seed: int = 0
+
+    def __post_init__(self):
+        require(
+            self, "lam", is_number(self.lam) and self.lam > 0, "> 0", "it keeps the edit close to the original weight"
+        )
+        require_choice(self, "module", MODULES)
+        if self.positions is not None:
+            require_choice(self, "positions", POSITION_MODES)
+        self.templates = check_templates(self.templates)
+        if isinstance(self.encoder, str):
+            self.encoder = parse_encoder(self.encoder)
+        require(self, "encoder", self.encoder is None or is_int(self.encoder, 0), "0, 1 (an encoder's index) or both")
+        require(self, "layer", is_int(self.layer, 0), "a layer index >= 0")
+        if self.corpus is not None:
+            self.corpus = tuple(self.corpus)
+        require(
+            self,
+            "corpus_weight",
+            is_number(self.corpus_weight) and self.corpus_weight >= 0,
+            ">= 0",
+            "0 turns the corpus term off",
+        )
+        require(
+            self,
+            "corpus",
+            self.corpus is None or bool(self.corpus) or self.corpus_weight == 0,
+            "a non-empty corpus of captions when corpus_weight > 0",
+            "give captions, or corpus_weight=0",
+        )
+        prior_ok = self.vocab_weight is None or (
+            is_number(self.vocab_weight)
+            and self.vocab_weight >= 0
+            and (self.vocab_weight == 0 or (self.module == "attn_v" and self.layer == 0))
+        )
+        require(
+            self,
+            "vocab_weight",
+            prior_ok,
+            ">= 0, and > 0 only with module attn_v at layer 0",
+            "only there is the input one token's embedding",
+        )
+        require(self, "corpus_keys", is_int(self.corpus_keys, 0), ">= 0", "0 uses the templates only")
+        require(self, "synthetic", is_int(self.synthetic, 0), ">= 0", "0 uses the corpus alone")
+        require(self, "synthetic_seed", is_int(self.synthetic_seed, 0), "a non-negative integer")
+
+    @property
+    def edit_positions(self) -> str:
+        """`positions`, or the module's default when None."""
+        return self.positions or DEFAULT_POSITIONS[self.module]
+
+    @property
+    def prior_weight(self) -> float:
+        """`vocab_weight`, or its default when None: 1 for attn_v at layer 0, else 0 (no prior there)."""
+        if self.vocab_weight is not None:
+            return float(self.vocab_weight)
+        return 1.0 if self.module == "attn_v" and self.layer == 0 else 0.0
 
 
 @dataclass
@@ -136,10 +247,15 @@ def normalize_pairs(pairs, allow_empty_value: bool = False) -> list[tuple[str, s
     else:
         items = [tuple(p) for p in pairs]
     if not items:
-        raise InvalidInputError("no edit pairs given; pass at least one (key, value) pair, e.g. ('van gogh', 'painting')")
+        raise InvalidInputError(
+            "no edit pairs given; pass at least one (key, value) pair, e.g. ('van gogh', 'painting')"
+        )
     for item in items:
-        if len(item) != 2 or not all(isinstance(s, str) for s in item) or not item[0].strip() or not (
-            allow_empty_value or item[1].strip()
+        if (
+            len(item) != 2
+            or not all(isinstance(s, str) for s in item)
+            or not item[0].strip()
+            or not (allow_empty_value or item[1].strip())
         ):
             what = "a non-empty key (the value may be '')" if allow_empty_value else "two non-empty strings"
             raise InvalidInputError(f"edit pair {item!r} is not (key concept, value concept) with {what}")
@@ -168,7 +284,9 @@ def subject_positions(handle: TextEncoderHandle, caption: str, subject: str, mod
     raise InvalidInputError(f"unknown positions {mode!r}; use one of {', '.join(POSITION_MODES)}")
 
 
-def capture_keys(handle: TextEncoderHandle, captions: list[str], layer: int = 0, kind: str = "attn_out") -> torch.Tensor:
+def capture_keys(
+    handle: TextEncoderHandle, captions: list[str], layer: int = 0, kind: str = "attn_out"
+) -> torch.Tensor:
     """Inputs of layer `layer`'s self-attention projection `kind`, (B, context, d_in), stopping the forward there."""
     return capture_ids(handle, handle.tokenize(captions), layer, kind)
 
@@ -308,8 +426,8 @@ def encodable(handle: TextEncoderHandle, captions: Sequence[str]) -> list[str]:
 # `layer`'s attention, not on the edited projection, so repeated edits of one model reuse the sums; any
 # in-place change of those weights changes the key. The sums also persist on disk between processes
 # (locedit.edit.cache).
-_MOMENTS: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()
-_VOCAB: "weakref.WeakKeyDictionary[torch.nn.Module, dict]" = weakref.WeakKeyDictionary()  # vocabulary priors
+_MOMENTS: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()
+_VOCAB: weakref.WeakKeyDictionary[torch.nn.Module, dict] = weakref.WeakKeyDictionary()  # vocabulary priors
 
 
 def forget_moments() -> None:
@@ -325,7 +443,11 @@ def _weights_version(handle: TextEncoderHandle, layer: int, kind: str = "attn_ou
 
 
 def corpus_moment(
-    handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, exclude: Sequence[str] = (), kind: str = "attn_out"
+    handle: TextEncoderHandle,
+    corpus: Sequence[str],
+    layer: int = 0,
+    exclude: Sequence[str] = (),
+    kind: str = "attn_out",
 ) -> tuple[torch.Tensor | None, list[str]]:
     """(C, used captions): the second moment of keys over the captions of `corpus` this encoder can
     encode, leaving out those in `exclude`. The whole corpus' sum is cached in memory
@@ -342,12 +464,16 @@ def corpus_moment(
     return total / count, used
 
 
-def usable_corpus(handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, kind: str = "attn_out") -> list[str]:
+def usable_corpus(
+    handle: TextEncoderHandle, corpus: Sequence[str], layer: int = 0, kind: str = "attn_out"
+) -> list[str]:
     """The captions of `corpus` this encoder can encode (cached with the corpus' key sums)."""
     return _corpus_sums(handle, corpus, layer, kind)[0]
 
 
-def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int, kind: str = "attn_out") -> tuple[list[str], torch.Tensor | None, int]:
+def _corpus_sums(
+    handle: TextEncoderHandle, corpus: Sequence[str], layer: int, kind: str = "attn_out"
+) -> tuple[list[str], torch.Tensor | None, int]:
     """(usable captions, sum of k k^T over them (d_in, d_in) float64, number of positions), from
     memory, else from the disk cache, else by one forward of the usable captions (then stored)."""
     key = ("corpus", kind, layer, tuple(corpus), _weights_version(handle, layer, kind))
@@ -358,7 +484,9 @@ def _corpus_sums(handle: TextEncoderHandle, corpus: Sequence[str], layer: int, k
     return cache[key]
 
 
-def _stored_corpus_sums(handle: TextEncoderHandle, corpus: list[str], layer: int, kind: str = "attn_out") -> tuple[list[str], torch.Tensor | None, int]:
+def _stored_corpus_sums(
+    handle: TextEncoderHandle, corpus: list[str], layer: int, kind: str = "attn_out"
+) -> tuple[list[str], torch.Tensor | None, int]:
     """_corpus_sums without the memory: read from the disk cache, or computed and written there."""
     usable, rows = _encodable_ids(handle, corpus)
     if not usable:
@@ -399,13 +527,17 @@ def _pad_ids(handle: TextEncoderHandle, rows: list[list[int]]) -> torch.Tensor:
     return torch.tensor(padded["input_ids"], dtype=torch.long)
 
 
-def _key_sums(handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int, kind: str = "attn_out") -> tuple[torch.Tensor, int]:
+def _key_sums(
+    handle: TextEncoderHandle, captions: Sequence[str], layer: int, batch: int, kind: str = "attn_out"
+) -> tuple[torch.Tensor, int]:
     """(sum of k k^T over every position of every caption, float64 (d_in, d_in); number of positions)."""
     return _key_sum_ids(handle, handle.tokenize(list(captions)), layer, batch, kind)
 
 
 @torch.no_grad()
-def _key_sum_ids(handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch: int, kind: str = "attn_out") -> tuple[torch.Tensor, int]:
+def _key_sum_ids(
+    handle: TextEncoderHandle, ids: torch.Tensor, layer: int, batch: int, kind: str = "attn_out"
+) -> tuple[torch.Tensor, int]:
     """_key_sums for padded token ids (B, context), `batch` captions per forward."""
     total, count = None, 0
     for i in range(0, ids.shape[0], batch):
@@ -461,7 +593,9 @@ def vocab_sums(handle: TextEncoderHandle, pairs: torch.Tensor) -> torch.Tensor:
     return total
 
 
-def vocab_moment(handle: TextEncoderHandle, exclude_ids: Sequence[int] = (), samples: int = VOCAB_SAMPLES, seed: int = 0) -> torch.Tensor:
+def vocab_moment(
+    handle: TextEncoderHandle, exclude_ids: Sequence[int] = (), samples: int = VOCAB_SAMPLES, seed: int = 0
+) -> torch.Tensor:
     """Mean x x^T, float64 (d, d), of the layer-0 v_proj input over the vocabulary prior's pairs
     (vocab_pairs) whose token is not in `exclude_ids` (the key's tokens)."""
     pairs = vocab_pairs(handle, samples, seed)
@@ -563,117 +697,178 @@ def quickfix(
         An Edit with the before/after tensors, the settings, the base fingerprint and statistics:
         per encoder the number of key rows and the relative error ||W'k - v|| / ||v|| on edit rows.
     """
-    cfg = config or QuickFixConfig()
-    templates = check_templates(templates if templates is not None else cfg.templates)
-    lam = cfg.lam if lam is None else float(lam)
-    module = module or cfg.module
-    if module not in MODULES:
-        raise InvalidInputError(f"unknown module {module!r}; use one of {', '.join(MODULES)}")
-    positions = positions or cfg.positions or DEFAULT_POSITIONS[module]
-    layer = cfg.layer if layer is None else int(layer)
-    encoder = cfg.encoder if encoder is None else encoder
-    corpus = cfg.corpus if corpus is None else corpus
-    corpus_weight = cfg.corpus_weight if corpus_weight is None else float(corpus_weight)
-    corpus_keys = cfg.corpus_keys if corpus_keys is None else int(corpus_keys)
-    vocab_weight = cfg.vocab_weight if vocab_weight is None else float(vocab_weight)
-    if vocab_weight is None:
-        vocab_weight = 1.0 if module == "attn_v" and layer == 0 else 0.0
-    if vocab_weight < 0 or (vocab_weight > 0 and (module != "attn_v" or layer != 0)):
-        raise InvalidInputError(f"vocab_weight must be >= 0 and needs module='attn_v' at layer 0 (got {vocab_weight}, {module}, "
-                         f"layer {layer}): only there is the input one token's embedding")
-    synthetic = cfg.synthetic if synthetic is None else int(synthetic)
-    synthetic_seed = cfg.synthetic_seed if synthetic_seed is None else int(synthetic_seed)
-    if synthetic < 0:
-        raise InvalidInputError(f"synthetic must be >= 0 (got {synthetic}); 0 uses the corpus alone")
-    explicit_corpus = corpus is not None
-    if explicit_corpus:
-        corpus, corpus_source = list(corpus), "given"
-    elif corpus_weight > 0 or corpus_keys > 0:
-        corpus, corpus_source = default_corpus(pipe)
-    else:
-        corpus, corpus_source = [], None
+    cfg = _config(
+        config,
+        templates=templates,
+        lam=lam,
+        positions=positions,
+        encoder=encoder,
+        layer=layer,
+        corpus=corpus,
+        corpus_weight=corpus_weight,
+        corpus_keys=corpus_keys,
+        module=module,
+        vocab_weight=vocab_weight,
+        synthetic=synthetic,
+        synthetic_seed=synthetic_seed,
+    )
+    corpus, corpus_source = _corpus(pipe, cfg)
     pair_list = normalize_pairs(pairs)
     preserve = [c.strip() for c in preserve if c.strip()]
-    if corpus_weight < 0 or (corpus_weight > 0 and explicit_corpus and not corpus):
-        raise InvalidInputError("corpus_weight must be >= 0 and needs a non-empty corpus of captions (or corpus_weight=0)")
-    if corpus_keys < 0:
-        raise InvalidInputError(f"corpus_keys must be >= 0 (got {corpus_keys}); 0 uses the templates only")
-    if positions not in POSITION_MODES:
-        raise InvalidInputError(f"unknown positions {positions!r}; use one of {', '.join(POSITION_MODES)}")
-    if not lam > 0:
-        raise InvalidInputError(f"lam must be > 0 (got {lam}); it keeps the edit close to the original weight")
     family = detect_family(pipe)
-    from locedit.edit.concepts import UnknownConceptWarning, check_concepts, model_corpus  # imports quickfix
-
-    for problem in check_concepts(pipe, pair_list, model_corpus(pipe)):
-        warnings.warn(f"{problem}; the edit is computed anyway", UnknownConceptWarning, stacklevel=2)
+    _warn_unknown_concepts(pipe, pair_list)
 
     start = time.perf_counter()
     before, after, stats = {}, {}, {}
     fit: set[str] = set()  # every caption the solve read: key, value, preserve and corpus captions
-    for handle in text_encoders(pipe, encoder):
-        if not 0 <= layer < handle.num_layers:
-            raise InvalidInputError(f"layer {layer} does not exist in {handle.name} ({handle.num_layers} layers)")
-        target = text_target(module, handle.name, handle.index, layer)
-        usable = usable_corpus(handle, corpus, layer, module) if corpus else []
-        if corpus_weight > 0 and explicit_corpus and not usable:
-            raise InvalidInputError(f"no caption of the corpus can be encoded by {handle.name} (unknown words or too long)")
-        # corpus captions that name a key: edit rows (when mined), never in the corpus term
-        naming = [c for c in usable if any(names_concept(c, k) for k, _ in pair_list)]
-        mined = [m for m in mine_captions(naming, pair_list, corpus_keys) if _usable_pair(handle, m)]
-        edit_captions = template_captions(pair_list, templates) + mined
-        # preserved concepts keep their outputs in the templates and in the mined contexts
-        preserve_captions = [(t.format(c), c) for c in preserve for t in templates]
-        preserve_captions += [(substitute(kc, k, c), c) for kc, k, _, _ in mined for c in preserve]
-        rows = build_rows(handle, edit_captions, preserve_captions, positions, layer, cfg.solve_dtype, module)
-        w = handle.module(module, layer).weight.detach()
-        held = corpus + synthetic_captions(usable, [k for k, _ in pair_list], synthetic, min(handle.context_length - 2, SYNTHETIC_MAX_WORDS), synthetic_seed)
-        moment, used = corpus_moment(handle, held, layer, exclude=naming, kind=module) if corpus_weight > 0 else (None, [])
-        if corpus_weight > 0 and vocab_weight > 0:
-            key_ids = {i for k, _ in pair_list for i in handle.tokenizer(k, add_special_tokens=False).input_ids}
-            prior = vocab_weight * _cached_vocab_moment(handle, sorted(key_ids))
-            moment = prior if moment is None else moment + prior
-        cov = corpus_weight * moment.to(cfg.solve_dtype) if moment is not None else None
-        fit.update(rows.captions)
-        fit.update(used)
-        w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, lam, cov)
-        edit_k, edit_v = rows.keys[: rows.n_edit], rows.values[: rows.n_edit]
-        err = (edit_k @ w_new.T - edit_v).norm(dim=1) / edit_v.norm(dim=1).clamp_min(1e-12)
-        before[target.name] = w.to("cpu", copy=True)
-        after[target.name] = w_new.to(w.dtype).cpu()
-        stats[target.name] = {
-            "key_rows": rows.n_edit,
-            "corpus_captions": len(used),
-            "mined_captions": len(mined),
-            "preserve_rows": int(rows.keys.shape[0] - rows.n_edit),
-            "rel_error_mean": float(err.mean()),
-            "rel_error_max": float(err.max()),
-        }
-    elapsed = time.perf_counter() - start
+    for handle in text_encoders(pipe, cfg.encoder):
+        target = text_target(cfg.module, handle.name, handle.index, cfg.layer)
+        w, w_new, stats[target.name], read = _edit_encoder(
+            handle, cfg, pair_list, preserve, corpus, explicit_corpus=cfg.corpus is not None
+        )
+        before[target.name], after[target.name] = w.to("cpu", copy=True), w_new.to(w.dtype).cpu()
+        fit.update(read)
+    meta = _meta(cfg, family.name, pair_list, preserve, corpus_source if corpus else None, before, stats)
     return Edit(
-        before=before,
-        after=after,
-        meta={
-            "method": "diff-quickfix",
-            "family": family.name,
-            "pairs": [list(p) for p in pair_list],
-            "preserve": preserve,
-            "templates": list(templates),
-            "lam": lam,
-            "corpus_source": corpus_source if corpus else None,
-            "corpus_weight": corpus_weight,
-            "corpus_keys": corpus_keys,
-            "module": module,
-            "vocab_weight": vocab_weight if corpus_weight > 0 else 0.0,  # the prior lives inside the corpus term
-            "synthetic": synthetic,
-            "synthetic_seed": synthetic_seed,
-            "positions": positions,
-            "layer": layer,
-            "encoder": "both" if encoder in (None, "both", "all") else str(encoder),
-            "solve_dtype": str(cfg.solve_dtype).removeprefix("torch."),
-            "fingerprint": fingerprint_tensors(before),
-            "stats": stats,
-            "seconds": elapsed,
-            "fit_captions": sorted(fit),
-        },
+        before=before, after=after, meta=meta | {"seconds": time.perf_counter() - start, "fit_captions": sorted(fit)}
     )
+
+
+# Python types of quickfix()'s keyword overrides (the CLI hands QuickFixConfig parsed values).
+_OVERRIDE_TYPES = {
+    "lam": float,
+    "layer": int,
+    "corpus": list,
+    "corpus_weight": float,
+    "corpus_keys": int,
+    "vocab_weight": float,
+    "synthetic": int,
+    "synthetic_seed": int,
+}
+
+
+def _config(config: QuickFixConfig | None, **overrides) -> QuickFixConfig:
+    """`config` (or the defaults) with the given overrides, checked by QuickFixConfig itself."""
+    given = {k: _OVERRIDE_TYPES.get(k, lambda v: v)(v) for k, v in overrides.items() if v is not None and v != ""}
+    return replace(config or QuickFixConfig(), **given)
+
+
+def _corpus(pipe, cfg: QuickFixConfig) -> tuple[list[str], str | None]:
+    """(captions, source) of the corpus: the given one, else the model's default when the corpus term
+    or mined key captions need one, else none."""
+    if cfg.corpus is not None:
+        return list(cfg.corpus), "given"
+    if cfg.corpus_weight > 0 or cfg.corpus_keys > 0:
+        return default_corpus(pipe)
+    return [], None
+
+
+def _warn_unknown_concepts(pipe, pairs: list[tuple[str, str]]) -> None:
+    """UnknownConceptWarning for every key or value no caption of the model's corpus names."""
+    from locedit.edit.concepts import UnknownConceptWarning, check_concepts, model_corpus  # imports quickfix
+
+    for problem in check_concepts(pipe, pairs, model_corpus(pipe)):
+        warnings.warn(f"{problem}; the edit is computed anyway", UnknownConceptWarning, stacklevel=3)
+
+
+def _edit_encoder(
+    handle: TextEncoderHandle,
+    cfg: QuickFixConfig,
+    pairs: list[tuple[str, str]],
+    preserve: list[str],
+    corpus: list[str],
+    explicit_corpus: bool,
+) -> tuple[torch.Tensor, torch.Tensor, dict, set[str]]:
+    """The solve for one text encoder: (W, W' in the solve dtype, statistics, every caption read)."""
+    if not 0 <= cfg.layer < handle.num_layers:
+        raise InvalidInputError(f"layer {cfg.layer} does not exist in {handle.name} ({handle.num_layers} layers)")
+    usable = usable_corpus(handle, corpus, cfg.layer, cfg.module) if corpus else []
+    if cfg.corpus_weight > 0 and explicit_corpus and not usable:
+        raise InvalidInputError(f"no caption of the corpus can be encoded by {handle.name} (unknown words or too long)")
+    # corpus captions that name a key: edit rows (when mined), never in the corpus term
+    naming = [c for c in usable if any(names_concept(c, k) for k, _ in pairs)]
+    rows, mined = _edit_rows(handle, cfg, pairs, preserve, naming)
+    w = handle.module(cfg.module, cfg.layer).weight.detach()
+    cov, used = _corpus_term(handle, cfg, pairs, corpus, usable, naming)
+    w_new = solve_ridge(w.to(cfg.solve_dtype), rows.keys, rows.values, cfg.lam, cov)
+    edit_k, edit_v = rows.keys[: rows.n_edit], rows.values[: rows.n_edit]
+    err = (edit_k @ w_new.T - edit_v).norm(dim=1) / edit_v.norm(dim=1).clamp_min(1e-12)
+    stats = {
+        "key_rows": rows.n_edit,
+        "corpus_captions": len(used),
+        "mined_captions": len(mined),
+        "preserve_rows": int(rows.keys.shape[0] - rows.n_edit),
+        "rel_error_mean": float(err.mean()),
+        "rel_error_max": float(err.max()),
+    }
+    return w, w_new, stats, set(rows.captions) | set(used)
+
+
+def _edit_rows(
+    handle: TextEncoderHandle, cfg: QuickFixConfig, pairs: list[tuple[str, str]], preserve: list[str], naming: list[str]
+) -> tuple[Rows, list[CaptionPair]]:
+    """(key/value rows, mined caption pairs): templated and mined key captions, and the preserved
+    concepts in the templates and in the mined contexts."""
+    mined = [m for m in mine_captions(naming, pairs, cfg.corpus_keys) if _usable_pair(handle, m)]
+    edit_captions = template_captions(pairs, cfg.templates) + mined
+    preserve_captions = [(t.format(c), c) for c in preserve for t in cfg.templates]
+    preserve_captions += [(substitute(kc, k, c), c) for kc, k, _, _ in mined for c in preserve]
+    rows = build_rows(
+        handle, edit_captions, preserve_captions, cfg.edit_positions, cfg.layer, cfg.solve_dtype, cfg.module
+    )
+    return rows, mined
+
+
+def _corpus_term(
+    handle: TextEncoderHandle,
+    cfg: QuickFixConfig,
+    pairs: list[tuple[str, str]],
+    corpus: list[str],
+    usable: list[str],
+    naming: list[str],
+) -> tuple[torch.Tensor | None, list[str]]:
+    """(mu * C in the solve dtype or None, corpus captions used): the second moment of the corpus'
+    keys (captions naming a key left out) plus synthetic captions, and the vocabulary prior."""
+    if not cfg.corpus_weight > 0:
+        return None, []
+    max_words = min(handle.context_length - 2, SYNTHETIC_MAX_WORDS)
+    held = corpus + synthetic_captions(usable, [k for k, _ in pairs], cfg.synthetic, max_words, cfg.synthetic_seed)
+    moment, used = corpus_moment(handle, held, cfg.layer, exclude=naming, kind=cfg.module)
+    if cfg.prior_weight > 0:
+        key_ids = {i for k, _ in pairs for i in handle.tokenizer(k, add_special_tokens=False).input_ids}
+        prior = cfg.prior_weight * _cached_vocab_moment(handle, sorted(key_ids))
+        moment = prior if moment is None else moment + prior
+    return (cfg.corpus_weight * moment.to(cfg.solve_dtype) if moment is not None else None), used
+
+
+def _meta(
+    cfg: QuickFixConfig,
+    family: str,
+    pairs: list[tuple[str, str]],
+    preserve: list[str],
+    corpus_source: str | None,
+    before: dict[str, torch.Tensor],
+    stats: dict,
+) -> dict:
+    """The edit's metadata: method, family, pairs, every setting as used, fingerprint and statistics."""
+    return {
+        "method": "diff-quickfix",
+        "family": family,
+        "pairs": [list(p) for p in pairs],
+        "preserve": preserve,
+        "templates": list(cfg.templates),
+        "lam": cfg.lam,
+        "corpus_source": corpus_source,
+        "corpus_weight": cfg.corpus_weight,
+        "corpus_keys": cfg.corpus_keys,
+        "module": cfg.module,
+        "vocab_weight": cfg.prior_weight if cfg.corpus_weight > 0 else 0.0,  # the prior lives inside the corpus term
+        "synthetic": cfg.synthetic,
+        "synthetic_seed": cfg.synthetic_seed,
+        "positions": cfg.edit_positions,
+        "layer": cfg.layer,
+        "encoder": "both" if cfg.encoder is None else str(cfg.encoder),
+        "solve_dtype": str(cfg.solve_dtype).removeprefix("torch."),
+        "fingerprint": fingerprint_tensors(before),
+        "stats": stats,
+    }

@@ -23,7 +23,7 @@ class Target:
 
     component: str  # pipeline attribute, "text_encoder" or "text_encoder_2"
     module_path: str  # canonical module path inside the component
-    encoder_index: int  # 1-based, as the CLI's --encoder
+    encoder_index: int  # 0-based, as the CLI's --encoder and TextEncoderHandle.index
 
     @property
     def name(self) -> str:
@@ -73,8 +73,10 @@ def get_parameter(pipe, name: str) -> torch.nn.Parameter:
         try:
             module = owner.get_submodule(module_path)
         except AttributeError:
-            raise InvalidInputError(f"this pipeline's UNet has no module {module_path!r} (edited weight {name!r}): "
-                             "the edit was made for another model") from None
+            raise InvalidInputError(
+                f"this pipeline's UNet has no module {module_path!r} (edited weight {name!r}): "
+                "the edit was made for another model"
+            ) from None
     else:
         module = resolve_text_module(owner, module_path)
     try:
@@ -83,7 +85,7 @@ def get_parameter(pipe, name: str) -> torch.nn.Parameter:
         raise InvalidInputError(f"module {module_path!r} of {component} has no parameter {param!r}") from None
 
 
-def tensor_digest(name: str, tensor: torch.Tensor, h: "hashlib._Hash") -> None:
+def tensor_digest(name: str, tensor: torch.Tensor, h: hashlib._Hash) -> None:
     """Feed `name`, shape and the float32 bytes of `tensor` into hash `h`.
 
     Hashing the float32 value makes a float16 base and the same base loaded as float32 agree.

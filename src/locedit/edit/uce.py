@@ -21,11 +21,12 @@ from dataclasses import dataclass, replace
 import torch
 
 from locedit.edit.edit import Edit
-from locedit.edit.quickfix import POSITION_MODES, check_templates, normalize_pairs, solve_ridge
+from locedit.edit.quickfix import POSITION_MODES, check_templates, normalize_pairs, read_templates, solve_ridge
 from locedit.edit.targets import cross_attention_projections, fingerprint_tensors, unet_name
 from locedit.edit.unet_tuning import encode, settings_dict
 from locedit.errors import InvalidInputError
 from locedit.models import detect_family, find_subject_span
+from locedit.options import is_number, option, require, require_choice
 
 
 @dataclass
@@ -34,7 +35,7 @@ class UCESettings:
 
     # λ: pull of every projection towards its original weight, in squared embedding norm. The
     # reference's 0.5 (its first release used 0.1).
-    lam: float = 0.5
+    lam: float = option(0.5, parse=float, help="ridge strength λ: how hard the edited weight is held at the original")
     # s_e: weight of the edited concepts' rows. The reference's 1.
     erase_scale: float = 1.0
     # s_p: weight of the preserved concepts' rows. The reference's 1 (its first release: 0.1).
@@ -42,14 +43,31 @@ class UCESettings:
     # Caption templates, "{}" marking the concept; each yields one key caption and its target caption
     # (a non-empty target is templated too). The reference edits the bare concept prompt; its
     # --expand_prompts adds five templates such as "painting by {}".
-    templates: tuple[str, ...] = ("{}",)
+    templates: tuple[str, ...] = option(
+        ("{}",),
+        parse=read_templates,
+        metavar="FILE",
+        shown="'{}' (the bare concept)",
+        help="caption templates file, one per line, '{}' marks the concept",
+    )
     # "last": the concept's last token only (the reference); "last+after": that token and every later
-    # position (end token and padding), paired by offset, as the first UCE release did.
-    positions: str = "last"
+    # position (end token and padding), paired by offset, as the first UCE release did. ("subject"
+    # counts as "last+after" here.)
+    positions: str = option("last", choices=POSITION_MODES, help="edited token positions")
     # Which cross-attention projections to edit (both, as the reference).
     projections: tuple[str, ...] = ("to_k", "to_v")
     # dtype of the solve.
     solve_dtype: torch.dtype = torch.float64
+
+    def __post_init__(self):
+        self.templates = check_templates(self.templates)
+        require(
+            self, "lam", is_number(self.lam) and self.lam > 0, "> 0", "it keeps each projection close to the original"
+        )
+        require(self, "erase_scale", is_number(self.erase_scale) and self.erase_scale > 0, "> 0")
+        require(self, "preserve_scale", is_number(self.preserve_scale) and self.preserve_scale >= 0, ">= 0")
+        require_choice(self, "positions", POSITION_MODES)
+        require(self, "projections", bool(self.projections), "one or more of to_k, to_v")
 
 
 def uce_pairs(pairs) -> list[tuple[str, str]]:
@@ -84,16 +102,13 @@ def uce(
         fingerprint, seconds, fit_captions and stats: key rows, preserve rows, and the relative error
         ||W'c − v*|| / ||v*|| of the edited rows (mean and max over rows and projections).
     """
-    overrides = dict(lam=None if lam is None else float(lam), templates=None if templates is None else tuple(templates),
-                     positions=positions)
+    overrides = dict(
+        lam=None if lam is None else float(lam),
+        templates=None if templates is None else tuple(templates),
+        positions=positions,
+    )
     cfg = replace(settings or UCESettings(), **{k: v for k, v in overrides.items() if v is not None})
-    templates = check_templates(cfg.templates)
-    if not cfg.lam > 0:
-        raise InvalidInputError(f"lam must be > 0 (got {cfg.lam}); it keeps each projection close to the original")
-    if not cfg.erase_scale > 0 or cfg.preserve_scale < 0:
-        raise InvalidInputError(f"erase_scale must be > 0 and preserve_scale >= 0 (got {cfg.erase_scale}, {cfg.preserve_scale})")
-    if cfg.positions not in POSITION_MODES:
-        raise InvalidInputError(f"unknown positions {cfg.positions!r}; use one of {', '.join(POSITION_MODES)}")
+    templates = cfg.templates
     pair_list = uce_pairs(pairs)
     preserve = [c.strip() for c in preserve if c.strip()]
     family = detect_family(pipe)
@@ -126,7 +141,7 @@ def uce(
         return embeds[list(rows), list(cols)]
 
     edit_keys, target_keys, pres_keys = gather(key_idx), gather(val_idx), gather(pres_idx)
-    se, sp = cfg.erase_scale ** 0.5, cfg.preserve_scale ** 0.5
+    se, sp = cfg.erase_scale**0.5, cfg.preserve_scale**0.5
     keys = torch.cat([se * edit_keys, sp * pres_keys])  # rows scaled so that plain ridge gives the weighted solve
 
     before, after, errors = {}, {}, []
@@ -142,7 +157,9 @@ def uce(
         before[name] = weight.to("cpu", copy=True)
         after[name] = w_new.to(weight.dtype).cpu()
     if not after:
-        raise InvalidInputError(f"this UNet has no cross-attention (attn2) projections {', '.join(cfg.projections)} to edit")
+        raise InvalidInputError(
+            f"this UNet has no cross-attention (attn2) projections {', '.join(cfg.projections)} to edit"
+        )
     err = torch.cat(errors)
     return Edit(
         before=before,

@@ -20,6 +20,7 @@ from locedit.edit.edit import Edit
 from locedit.edit.targets import UNET, fingerprint_tensors, unet_name
 from locedit.errors import InvalidInputError
 from locedit.models import detect_family
+from locedit.options import is_int, is_number, require
 
 
 @dataclass
@@ -38,13 +39,13 @@ class Conditioning:
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
-    def select(self, index: torch.Tensor | list[int]) -> "Conditioning":
+    def select(self, index: torch.Tensor | list[int]) -> Conditioning:
         """Rows `index` (with repeats) of every field."""
         pick = lambda t: None if t is None else t[index]  # noqa: E731
         return Conditioning(pick(self.embeds), pick(self.pooled), pick(self.time_ids))
 
     @staticmethod
-    def cat(parts: Iterable["Conditioning"]) -> "Conditioning":
+    def cat(parts: Iterable[Conditioning]) -> Conditioning:
         parts = list(parts)
         join = lambda ts: None if ts[0] is None else torch.cat(ts)  # noqa: E731
         return Conditioning(
@@ -59,11 +60,9 @@ class Conditioning:
 
 
 def latent_size(pipe, size: int | None = None) -> int:
-    """Side of the square latent the baselines train on: `size`, or the UNet's configured sample size."""
-    side = int(size if size is not None else pipe.unet.config.sample_size)
-    if side < 1:
-        raise InvalidInputError(f"latent size must be a positive integer (got {side})")
-    return side
+    """Side of the square latent the baselines train on: `size` (checked by the settings), or the
+    UNet's configured sample size."""
+    return int(size if size is not None else pipe.unet.config.sample_size)
 
 
 @torch.no_grad()
@@ -75,7 +74,9 @@ def encode(pipe, prompts: list[str], side: int) -> tuple[Conditioning, Condition
     size conditioning (pixels = side × vae_scale_factor).
     """
     device = pipe.unet.device
-    out = pipe.encode_prompt(prompt=list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=True)
+    out = pipe.encode_prompt(
+        prompt=list(prompts), device=device, num_images_per_prompt=1, do_classifier_free_guidance=True
+    )
     if detect_family(pipe).name != "sdxl":
         cond, uncond = out[0], out[1]
         return Conditioning(cond), Conditioning(uncond)
@@ -111,8 +112,9 @@ def ddpm_scheduler(pipe):
 
 
 @torch.no_grad()
-def denoise(unet, scheduler, x: torch.Tensor, cond: Conditioning, uncond: Conditioning, guidance: float,
-            steps: int) -> torch.Tensor:
+def denoise(
+    unet, scheduler, x: torch.Tensor, cond: Conditioning, uncond: Conditioning, guidance: float, steps: int
+) -> torch.Tensor:
     """Run the first `steps` DDIM steps of `scheduler` from the noise x (B, C, h, w) with
     classifier-free guidance `guidance`; returns the latent at scheduler.timesteps[steps] (float32)."""
     both = Conditioning.cat([uncond, cond])
@@ -125,14 +127,19 @@ def denoise(unet, scheduler, x: torch.Tensor, cond: Conditioning, uncond: Condit
 
 
 # ------------------------------------------------------------------------------- parameters
-def check_training(steps: int, lr: float, seed: int) -> None:
-    """Raise ValueError unless steps is a positive integer, lr > 0 and seed a non-negative integer."""
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InvalidInputError(f"steps must be a positive integer (got {steps!r})")
-    if not lr > 0:
-        raise InvalidInputError(f"lr must be > 0 (got {lr!r})")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise InvalidInputError(f"seed must be a non-negative integer (got {seed!r})")
+def check_training(settings) -> None:
+    """The checks of the fields every fine-tuning settings class has (steps, lr, seed, latent_size);
+    called by ESDSettings / AblateSettings.__post_init__."""
+    require(settings, "steps", is_int(settings.steps, 1), "a positive integer")
+    require(settings, "lr", is_number(settings.lr) and settings.lr > 0, "a number > 0")
+    require(settings, "seed", is_int(settings.seed, 0), "a non-negative integer")
+    require(
+        settings,
+        "latent_size",
+        settings.latent_size is None or is_int(settings.latent_size, 1),
+        "a positive integer",
+        "leave it None for the UNet's sample size",
+    )
 
 
 def parameter_names(unet: torch.nn.Module, include: Callable[[str, str], bool]) -> list[str]:
@@ -237,6 +244,10 @@ def unet_edit(pipe, trained: torch.nn.Module, names: list[str], meta: dict, star
             before[name], after[name] = old, updated
     if not after:
         raise InvalidInputError("training changed no weight (in the pipeline's dtype); raise --steps or --lr")
-    meta = {**meta, "family": detect_family(pipe).name, "fingerprint": fingerprint_tensors(before),
-            "seconds": time.perf_counter() - start}
+    meta = {
+        **meta,
+        "family": detect_family(pipe).name,
+        "fingerprint": fingerprint_tensors(before),
+        "seconds": time.perf_counter() - start,
+    }
     return Edit(before, after, meta)

@@ -22,6 +22,7 @@ from locedit.errors import InvalidInputError
 from locedit.evaluate.generate import generate
 from locedit.evaluate.judges import Judge, Outcome
 from locedit.evaluate.suite import EFFICACY_GROUPS, GROUPS, SPECIFICITY_GROUPS, EvalItem, check_items
+from locedit.options import is_int, is_number, option, require
 
 
 def wilson(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
@@ -113,7 +114,9 @@ def weight_change(edit, pipe=None, prompts: Sequence[str] = ()) -> dict:
         from locedit.models import text_encoders
 
         def encode() -> list[torch.Tensor]:
-            return [h.encoder(h.tokenize(list(prompts)).to(h.encoder.device))[0].double().cpu() for h in text_encoders(pipe)]
+            return [
+                h.encoder(h.tokenize(list(prompts)).to(h.encoder.device))[0].double().cpu() for h in text_encoders(pipe)
+            ]
 
         before = encode()
         edit.apply(pipe)
@@ -121,7 +124,9 @@ def weight_change(edit, pipe=None, prompts: Sequence[str] = ()) -> dict:
             after = encode()
         finally:
             edit.revert(pipe)
-        rel = torch.stack([(a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1) for a, b in zip(after, before)]).amax(0)
+        rel = torch.stack(
+            [(a - b).flatten(1).norm(dim=1) / b.flatten(1).norm(dim=1) for a, b in zip(after, before)]
+        ).amax(0)
         out["output_change_max"] = float(rel.max())
         out["output_change_mean"] = float(rel.mean())
         out["output_change_prompts"] = len(prompts)
@@ -130,22 +135,26 @@ def weight_change(edit, pipe=None, prompts: Sequence[str] = ()) -> dict:
 
 @dataclass
 class EvalSettings:
-    """How images are generated for an evaluation."""
+    """How images are generated for an evaluation (CLI: `locedit eval` flags)."""
 
     # Denoising steps per image (the built-in model's quality numbers use 20).
-    steps: int = 20
-    # Classifier-free guidance scale.
-    guidance: float = 5.0
-    # Images per pipeline call.
-    batch: int = 64
+    steps: int = option(20, parse=int, help="denoising steps")
+    # Classifier-free guidance scale (the built-in model is trained for 5).
+    guidance: float = option(5.0, parse=float, help="classifier-free guidance scale")
+    # Images per pipeline call: memory grows with it.
+    batch: int = option(64, parse=int, help="images per pipeline call")
     # Evaluate a random ΔW of the edit's norm on the same suite (doubles nothing else; adds one pass).
-    null: bool = True
+    null: bool = option(
+        True, flag="--no-null", action="flag", help="skip the null control (a random ΔW of the edit's norm)"
+    )
     # Seed of the null control's random directions.
     null_seed: int = 0
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch < 1:
-            raise InvalidInputError(f"steps and batch must be >= 1 (got steps={self.steps}, batch={self.batch})")
+        require(self, "steps", is_int(self.steps, 1), "a positive integer")
+        require(self, "guidance", is_number(self.guidance), "a number")
+        require(self, "batch", is_int(self.batch, 1), "a positive integer")
+        require(self, "null_seed", is_int(self.null_seed, 0), "a non-negative integer")
 
 
 @dataclass
@@ -190,7 +199,7 @@ def evaluate_edit(
     control, all with the items' seeds; the pipeline is left as it was.
 
     `progress`, if given, is called with the number of images each pipeline call adds (tqdm's
-    `update` convention), 2 or 3 × len(items) in all. `baseline`: an earlier report on the same
+    `update` convention: increments), 2 or 3 × len(items) in all. `baseline`: an earlier report on the same
     items and settings whose before images are reused (comparing many edits of one model).
     """
     cfg = settings or EvalSettings()
@@ -198,16 +207,9 @@ def evaluate_edit(
     check_items(items)
     judge.check(items)
     prompts, seeds = [it.prompt for it in items], [it.seed for it in items]
-    done = [0]
 
     def run() -> tuple[list[dict], torch.Tensor]:
-        def step(n_done: int) -> None:
-            if progress is not None:
-                progress(n_done - done[0])
-            done[0] = n_done
-
-        done[0] = 0
-        images = generate(pipe, prompts, seeds, cfg.steps, cfg.guidance, cfg.batch, step)
+        images = generate(pipe, prompts, seeds, cfg.steps, cfg.guidance, cfg.batch, progress)
         return judge.observe(images, items), images
 
     observations, images = {}, {}
@@ -226,7 +228,9 @@ def evaluate_edit(
             observations[which], images[which] = run()
         finally:
             applied.revert(pipe)
-    outcomes = {w: [judge.outcome(it, b, a) for it, b, a in zip(items, observations["before"], observations[w])] for w in runs}
+    outcomes = {
+        w: [judge.outcome(it, b, a) for it, b, a in zip(items, observations["before"], observations[w])] for w in runs
+    }
     rates = {w: rates_of(items, outcomes[w]) for w in runs}
     spec_prompts = [it.prompt for it in items if it.group in SPECIFICITY_GROUPS]
     weight = weight_change(edit, pipe, spec_prompts)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from locedit.errors import InvalidInputError
@@ -15,7 +17,7 @@ def generate(
     steps: int = 20,
     guidance: float = 5.0,
     batch: int = 32,
-    progress=None,
+    progress: Callable[[int], None] | None = None,
 ) -> torch.Tensor:
     """Generate one image per (prompt, seed).
 
@@ -24,7 +26,8 @@ def generate(
         prompts, seeds: equal-length lists; seed i drives the initial latent of image i.
         steps: denoising steps. guidance: classifier-free guidance scale.
         batch: images per pipeline call.
-        progress: optional callable(n_done) called after each batch.
+        progress: optional callable(n) called after each batch with the n images it added (tqdm's
+            `update` convention: increments, not a running total).
 
     Returns:
         (B, 3, H, W) float32 images in [0, 1], on the CPU.
@@ -43,5 +46,5 @@ def generate(
         ).images
         out.append(images.float().cpu().clamp(0, 1))
         if progress is not None:
-            progress(min(i + batch, len(prompts)))
+            progress(images.shape[0])
     return torch.cat(out)

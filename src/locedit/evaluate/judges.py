@@ -61,7 +61,9 @@ class ClassifierJudge(Judge):
         values: attribute -> the values it can tell apart (suites are checked against them).
     """
 
-    def __init__(self, predict: Callable[[torch.Tensor], list[dict[str, str]]], values: dict[str, Sequence[str]], name: str):
+    def __init__(
+        self, predict: Callable[[torch.Tensor], list[dict[str, str]]], values: dict[str, Sequence[str]], name: str
+    ):
         self.predict = predict
         self.values = {a: tuple(v) for a, v in values.items()}
         self.name = name
@@ -81,7 +83,9 @@ class ClassifierJudge(Judge):
                             f"({', '.join(self.values[attr])})"
                         )
             if item.group in EFFICACY_GROUPS and not item.key:
-                raise SuiteError(f"item {item.prompt!r}: the {self.name} judge needs `key` (attribute values) on efficacy items")
+                raise SuiteError(
+                    f"item {item.prompt!r}: the {self.name} judge needs `key` (attribute values) on efficacy items"
+                )
 
     def observe(self, images: torch.Tensor, items: Sequence[EvalItem]) -> list[dict]:
         return [dict(p) for p in self.predict(images)]
@@ -118,7 +122,9 @@ class ClipJudge(Judge):
     def check(self, items: Sequence[EvalItem]) -> None:
         for item in items:
             if item.group in EFFICACY_GROUPS and not (item.key_text and item.value_text):
-                raise SuiteError(f"item {item.prompt!r}: the CLIP judge needs key_text and value_text on efficacy items")
+                raise SuiteError(
+                    f"item {item.prompt!r}: the CLIP judge needs key_text and value_text on efficacy items"
+                )
 
     def observe(self, images: torch.Tensor, items: Sequence[EvalItem]) -> list[dict]:
         texts = sorted({t for it in items for t in (it.prompt, it.key_text, it.value_text) if t})

@@ -26,7 +26,9 @@ def results_json(report: EvalReport, config: dict) -> dict:
         "rows": report.rows(),
         "specificity_min": spec,
         "weight": report.weight,
-        "items": {g: sum(it.group == g for it in report.items) for g in GROUPS if any(it.group == g for it in report.items)},
+        "items": {
+            g: sum(it.group == g for it in report.items) for g in GROUPS if any(it.group == g for it in report.items)
+        },
     }
 
 
@@ -80,7 +82,8 @@ def summary_table(report: EvalReport) -> str:
             line += f"  {null} [{row['null_lo']:.2f}, {row['null_hi']:.2f}]"
         lines.append(line)
     spec = report.specificity("after")
-    lines.append(f"specificity (lowest of {', '.join(g for g in SPECIFICITY_GROUPS if any(it.group == g for it in report.items))}): {spec:.2f}")
+    groups = ", ".join(g for g in SPECIFICITY_GROUPS if any(it.group == g for it in report.items))
+    lines.append(f"specificity (lowest of {groups}): {spec:.2f}")
     for name, w in report.weight["tensors"].items():
         lines.append(f"weight change {name}: ||ΔW||/||W|| = {w['rel_norm']:.3f}, rank {w['rank']} of {min(w['shape'])}")
     if "output_change_max" in report.weight:

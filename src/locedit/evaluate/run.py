@@ -21,7 +21,8 @@ def check_edit_fits(pipe, edit) -> None:
     edit._params(pipe)  # shapes and names: "made for another model"
     if fingerprint(pipe, edit.names) != edit.fingerprint:
         raise FingerprintMismatchError(
-            "the edit was made on other weights than this model's (fingerprint mismatch); evaluate it on the model it was made for"
+            "the edit was made on other weights than this model's (fingerprint mismatch); "
+            "evaluate it on the model it was made for"
         )
 
 
@@ -61,13 +62,15 @@ def evaluate(
     judge = make_judge(judge) if isinstance(judge, str) else judge
     fit = edit.meta.get("fit_captions")
     if fit is None:
-        warnings.warn("the edit records no fit captions (made by an older locedit): overlap with the suite is unchecked",
-                      stacklevel=2)
+        warnings.warn(
+            "the edit records no fit captions (made by an older locedit): overlap with the suite is unchecked",
+            stacklevel=2,
+        )
     shared = overlap(items, fit or ())
     if shared and not allow_overlap:
         raise SuiteError(
-            f"{len(shared)} suite prompt(s) are captions the edit was fitted on (e.g. {shared[0]!r}); rates on them are "
-            "in-sample: remove them from the suite, or pass --allow-overlap to evaluate anyway"
+            f"{len(shared)} suite prompt(s) are captions the edit was fitted on (e.g. {shared[0]!r}); "
+            "rates on them are in-sample: remove them from the suite, or pass --allow-overlap to evaluate anyway"
         )
     report = evaluate_edit(pipe, edit, items, judge, settings, progress=progress)
     info = {"suite": source, "judge": judge.name, "overlap": shared, "fit_captions_recorded": fit is not None}

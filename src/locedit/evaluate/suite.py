@@ -14,7 +14,8 @@ Groups (each reported on its own, image by image, the same seed before and after
   change is the user's choice.
 
 A JSONL suite has one object per line with the fields of `EvalItem`; ``expect``, ``key`` and
-``target`` map attribute names to values (for the ``builtin`` judge) and ``key_text`` /
+``target`` map attribute names to values (for the ``builtin`` judge: colour, shape, style, size;
+"color" is read as "colour") and ``key_text`` /
 ``value_text`` are the texts the ``clip:PATH`` judge compares efficacy images with.
 """
 
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from locedit.errors import LoceditError
 from locedit.io import atomic_path, read_jsonl
+from locedit.probes.probes import attribute_name
 
 EFFICACY_GROUPS = ("efficacy", "generality")
 SPECIFICITY_GROUPS = ("neighbours", "attributes", "entities")
@@ -63,6 +65,14 @@ class EvalItem:
     key_text: str | None = None
     value_text: str | None = None
 
+    def __post_init__(self):
+        for name in ("expect", "key", "target"):  # "color" -> "colour" (probes.ATTRIBUTE_ALIASES)
+            mapping = getattr(self, name)
+            if isinstance(mapping, dict):
+                object.__setattr__(
+                    self, name, {attribute_name(a) if isinstance(a, str) else a: v for a, v in mapping.items()}
+                )
+
     def to_json(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v not in (None, {})}
 
@@ -73,11 +83,15 @@ def check_items(items: Sequence[EvalItem]) -> None:
         raise SuiteError("the suite is empty; give at least one item (see `locedit eval --help` for the JSONL fields)")
     for i, item in enumerate(items):
         if item.group not in GROUPS:
-            raise SuiteError(f"item {i} ({item.prompt!r}) has unknown group {item.group!r}; use one of {', '.join(GROUPS)}")
+            raise SuiteError(
+                f"item {i} ({item.prompt!r}) has unknown group {item.group!r}; use one of {', '.join(GROUPS)}"
+            )
         if not item.prompt.strip():
             raise SuiteError(f"item {i} has an empty prompt")
         if item.group in EFFICACY_GROUPS and not (item.key or item.key_text):
-            raise SuiteError(f"item {i} ({item.prompt!r}) is in group {item.group!r} but says neither `key` nor `key_text`")
+            raise SuiteError(
+                f"item {i} ({item.prompt!r}) is in group {item.group!r} but says neither `key` nor `key_text`"
+            )
 
 
 def _item_from_json(obj: dict, where: str) -> EvalItem:
@@ -85,7 +99,9 @@ def _item_from_json(obj: dict, where: str) -> EvalItem:
         raise SuiteError(f"{where}: not a JSON object")
     unknown = set(obj) - set(EvalItem.__dataclass_fields__)
     if unknown:
-        raise SuiteError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(EvalItem.__dataclass_fields__)}")
+        raise SuiteError(
+            f"{where}: unknown field(s) {', '.join(sorted(unknown))}; known: {', '.join(EvalItem.__dataclass_fields__)}"
+        )
     for name in ("prompt", "group", "seed"):
         if name not in obj:
             raise SuiteError(f"{where}: missing field {name!r}")

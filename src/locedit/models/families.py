@@ -91,7 +91,7 @@ def resolve_text_module(text_encoder: torch.nn.Module, path: str) -> torch.nn.Mo
     """The submodule at canonical `path`, for transformers 4.x and 5.x layouts alike."""
     candidates = [path]
     if path.startswith(_TEXT_PREFIX):
-        candidates.append(path[len(_TEXT_PREFIX):])
+        candidates.append(path[len(_TEXT_PREFIX) :])
     for candidate in candidates:
         try:
             return text_encoder.get_submodule(candidate)

@@ -17,6 +17,8 @@ BUILTIN_PREFIX = "builtin:"
 _BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 #: built-in model name -> folder loadable by ``diffusers.StableDiffusionPipeline.from_pretrained``.
 BUILTIN_MODELS: dict[str, Path] = {"shapes": _BUILTIN_DIR / "shapes"}
+DEFAULT_DEVICE = "cpu"  # where pipelines load unless told (CLI --device): CPU works everywhere; "auto" picks CUDA
+DEFAULT_DTYPE = "float32"  # weight dtype unless told (CLI --dtype): full precision, as the edits are solved in
 
 _DTYPES = {
     "float32": torch.float32,
@@ -87,8 +89,7 @@ def resolve_model_path(spec: str | Path) -> Path:
     cls = index.get("_class_name")
     if cls not in _SUPPORTED_PIPELINES:
         raise UnsupportedModelError(
-            f"{spec_str!r} holds a {cls} pipeline; locedit supports "
-            f"{', '.join(sorted(_SUPPORTED_PIPELINES))}"
+            f"{spec_str!r} holds a {cls} pipeline; locedit supports {', '.join(sorted(_SUPPORTED_PIPELINES))}"
         )
     return path
 
@@ -119,8 +120,8 @@ def hf_progress_bars(enabled: bool):
 
 def load_pipeline(
     spec: str | Path,
-    device: str | torch.device | None = "cpu",
-    dtype: str | torch.dtype = torch.float32,
+    device: str | torch.device | None = DEFAULT_DEVICE,
+    dtype: str | torch.dtype = DEFAULT_DTYPE,
     progress: bool = False,
 ):
     """Load a Stable Diffusion pipeline from local files only (never the network).
@@ -145,5 +146,3 @@ def load_pipeline(
     pipe.to(target)
     pipe.set_progress_bar_config(disable=True)
     return pipe
-
-

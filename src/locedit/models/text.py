@@ -24,7 +24,7 @@ class TextEncoderHandle:
 
     Attributes:
         name: the pipeline attribute ("text_encoder" or "text_encoder_2").
-        index: 1-based encoder number, as the CLI's --encoder takes it.
+        index: 0-based position among the pipeline's text encoders (as --encoder and TextCell.encoder count).
         encoder: the CLIP text model.
         tokenizer: its CLIP tokenizer.
     """
@@ -69,23 +69,26 @@ def text_encoders(pipe, which: str | int | None = None) -> list[TextEncoderHandl
     """The pipeline's text encoders as handles.
 
     Args:
-        which: None/"both"/"all" for every encoder, or 1 / 2 (also "1"/"2") for one of SDXL's.
+        which: None/"both"/"all" for every encoder, or the 0-based index of one (0 / 1 for SDXL's,
+            also "0"/"1").
     """
     family: Family = detect_family(pipe)
     handles = [
-        TextEncoderHandle(name=enc, index=i + 1, encoder=getattr(pipe, enc), tokenizer=getattr(pipe, tok))
+        TextEncoderHandle(name=enc, index=i, encoder=getattr(pipe, enc), tokenizer=getattr(pipe, tok))
         for i, (enc, tok) in enumerate(zip(family.text_encoders, family.tokenizers))
     ]
     if which is None or str(which) in ("both", "all"):
         return handles
     try:
-        number = int(which)
+        index = int(which)
     except (TypeError, ValueError):
-        number = -1
-    if not 1 <= number <= len(handles):
+        index = -1
+    if not 0 <= index < len(handles):
         choices = ", ".join(str(h.index) for h in handles) + (", both" if len(handles) > 1 else "")
-        raise InvalidInputError(f"encoder {which!r} does not exist in this {family.name} pipeline; choose {choices}")
-    return [handles[number - 1]]
+        raise InvalidInputError(
+            f"encoder {which!r} does not exist in this {family.name} pipeline (encoders count from 0); choose {choices}"
+        )
+    return [handles[index]]
 
 
 def find_subject_span(tokenizer, caption: str, subject: str) -> tuple[int, int]:
@@ -108,7 +111,7 @@ def find_subject_span(tokenizer, caption: str, subject: str) -> tuple[int, int]:
     ids = tokenizer(caption, truncation=False).input_ids
     n = len(sub)
     for start in range(len(ids) - n + 1):
-        if ids[start:start + n] == sub:
+        if ids[start : start + n] == sub:
             return start, start + n
     raise SubjectNotFoundError(
         f"subject {subject!r} (tokens {tokenizer.convert_ids_to_tokens(sub)}) does not occur in caption "

@@ -1,8 +1,11 @@
 """Probe records (`{"prompt", "subject", "attribute", "value"?}` per JSONL line): parsing and validation.
 
 A probe names a prompt, the subject whose word embeddings tracing corrupts, the attribute the
-subject controls (object, style, color, action, viewpoint, or any other name), and optionally the
+subject controls (object, style, colour, action, viewpoint, or any other name), and optionally the
 value a scorer should look for (e.g. the colour "red"); without it the subject text is used.
+
+Attribute names are spelled as the built-in world spells them ("colour"); "color" is read as
+"colour" wherever an attribute is named (probe files, suite files, Probe and EvalItem objects).
 """
 
 from __future__ import annotations
@@ -14,7 +17,17 @@ from locedit.errors import LoceditError
 from locedit.io import read_jsonl
 
 # Attributes the shipped probe set covers; user files may name others.
-ATTRIBUTES = ("object", "style", "color", "action", "viewpoint")
+ATTRIBUTES = ("object", "style", "colour", "action", "viewpoint")
+# Other spellings of attribute names, read as the name they map to.
+ATTRIBUTE_ALIASES = {"color": "colour"}
+
+
+def attribute_name(name: str) -> str:
+    """The attribute name locedit uses for `name` (stripped; "color" -> "colour")."""
+    name = name.strip()
+    return ATTRIBUTE_ALIASES.get(name, name)
+
+
 DEFAULT_PROBES = Path(__file__).with_name("default.jsonl")
 
 
@@ -29,7 +42,8 @@ class Probe:
     Attributes:
         prompt: the caption generated from.
         subject: words of `prompt` whose token embeddings are corrupted.
-        attribute: what the subject controls (object / style / color / action / viewpoint / ...).
+        attribute: what the subject controls (object / style / colour / action / viewpoint / ...);
+            "color" is stored as "colour".
         value: the attribute's value a scorer looks for; None means "the subject text".
     """
 
@@ -37,6 +51,9 @@ class Probe:
     subject: str
     attribute: str
     value: str | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "attribute", attribute_name(self.attribute))
 
     @property
     def target_text(self) -> str:
@@ -50,14 +67,18 @@ class Probe:
 def _parse(record: object, where: str) -> Probe:
     if not isinstance(record, dict):
         raise ProbeFileError(f"{where}: expected a JSON object with prompt, subject, attribute; got {record!r}")
-    missing = [k for k in ("prompt", "subject", "attribute") if not isinstance(record.get(k), str) or not record[k].strip()]
+    missing = [
+        k for k in ("prompt", "subject", "attribute") if not isinstance(record.get(k), str) or not record[k].strip()
+    ]
     if missing:
-        raise ProbeFileError(f"{where}: field(s) {', '.join(missing)} missing or empty; each record needs "
-                             '{"prompt": ..., "subject": ..., "attribute": ...} (and optionally "value")')
+        raise ProbeFileError(
+            f"{where}: field(s) {', '.join(missing)} missing or empty; each record needs "
+            '{"prompt": ..., "subject": ..., "attribute": ...} (and optionally "value")'
+        )
     value = record.get("value")
     if value is not None and not isinstance(value, str):
-        raise ProbeFileError(f"{where}: \"value\" must be a string when given (got {value!r})")
-    return Probe(prompt=record["prompt"], subject=record["subject"], attribute=record["attribute"].strip(), value=value)
+        raise ProbeFileError(f'{where}: "value" must be a string when given (got {value!r})')
+    return Probe(prompt=record["prompt"], subject=record["subject"], attribute=record["attribute"], value=value)
 
 
 def load_probes(source: str | Path) -> list[Probe]:
@@ -84,6 +105,8 @@ def validate_probes(probes: list[Probe], tokenizers: list) -> None:
                 find_subject_span(tokenizer, probe.prompt, probe.subject)
                 n = len(tokenizer(probe.prompt, truncation=False).input_ids)
                 if n > tokenizer.model_max_length:
-                    raise CaptionTooLongError(f"prompt is {n} tokens, longer than the context ({tokenizer.model_max_length})")
+                    raise CaptionTooLongError(
+                        f"prompt is {n} tokens, longer than the context ({tokenizer.model_max_length})"
+                    )
             except (SubjectNotFoundError, CaptionTooLongError) as err:
                 raise ProbeFileError(f"probe {i + 1} ({probe.prompt!r}, subject {probe.subject!r}): {err}") from None

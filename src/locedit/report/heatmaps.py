@@ -48,8 +48,14 @@ def unet_table(rows: list[dict], by: str = "attribute") -> tuple[list[str], list
 
 def text_grid(rows: list[dict], prompt_index: int, encoder: str, state: str) -> list[list[float]]:
     """Mean effect (over seeds) [token][layer] of one prompt, encoder and state."""
-    sel = [r for r in rows if r["component"] == "text-encoder" and int(r["prompt_index"]) == prompt_index
-           and r["encoder"] == encoder and r["state"] == state]
+    sel = [
+        r
+        for r in rows
+        if r["component"] == "text-encoder"
+        and int(r["prompt_index"]) == prompt_index
+        and r["encoder"] == encoder
+        and r["state"] == state
+    ]
     if not sel:
         return []
     n_tok = 1 + max(int(r["token"]) for r in sel)
@@ -61,8 +67,16 @@ def text_grid(rows: list[dict], prompt_index: int, encoder: str, state: str) -> 
 
 
 # ROME's token categories (plus CLIP's start token), in plot order.
-TOKEN_CATEGORIES = ("start token", "first subject", "middle subject", "last subject", "first subsequent",
-                    "further tokens", "last token", "padding")
+TOKEN_CATEGORIES = (
+    "start token",
+    "first subject",
+    "middle subject",
+    "last subject",
+    "first subsequent",
+    "further tokens",
+    "last token",
+    "padding",
+)
 
 
 def token_categories(n_tokens: int, start: int, end: int, padding: bool = False) -> dict[str, list[int]]:
@@ -111,8 +125,14 @@ def text_summary(rows: list[dict], config: dict, encoder: str, state: str) -> tu
 
 
 def _short(name: str) -> str:
-    return (name.replace("down_blocks", "down").replace("up_blocks", "up").replace("mid_block", "mid")
-            .replace("attentions", "at").replace("transformer_blocks", "tb").replace("resnets", "res"))
+    return (
+        name.replace("down_blocks", "down")
+        .replace("up_blocks", "up")
+        .replace("mid_block", "mid")
+        .replace("attentions", "at")
+        .replace("transformer_blocks", "tb")
+        .replace("resnets", "res")
+    )
 
 
 def _heatmap(grid, row_labels, col_labels, title, path: Path, cmap="Purples", xlabel="", ylabel=""):
@@ -149,7 +169,9 @@ def draw_report(run_dir: str | Path, out: str | Path | None = None) -> list[Path
     """Draw every heatmap of the run in `run_dir` into `out` (default RUNDIR/report); returns paths."""
     run = Path(run_dir)
     if not (run / "config.json").is_file():
-        raise FileNotFoundError(f"{str(run)!r} is not a trace run (no config.json); give the --out folder of `locedit trace`")
+        raise FileNotFoundError(
+            f"{str(run)!r} is not a trace run (no config.json); give the --out folder of `locedit trace`"
+        )
     config = json.loads((run / "config.json").read_text())
     rows = read_results(run)
     target = Path(out) if out is not None else run / "report"
@@ -158,13 +180,27 @@ def draw_report(run_dir: str | Path, out: str | Path | None = None) -> list[Path
     if config["component"] == "unet":
         layers, cols, grid, filtered = unet_table(rows, "attribute")
         note = "" if filtered else " (no prompt destroyed by the corruption: all averaged)"
-        written.append(_heatmap(grid, [_short(x) for x in layers], cols,
-                                f"UNet causal effect by attribute, ν={config['noise']:.3g}{note}",
-                                target / "unet_by_attribute.png", xlabel="attribute"))
+        written.append(
+            _heatmap(
+                grid,
+                [_short(x) for x in layers],
+                cols,
+                f"UNet causal effect by attribute, noise {config['noise']:.3g}{note}",
+                target / "unet_by_attribute.png",
+                xlabel="attribute",
+            )
+        )
         layers, cols, grid, _ = unet_table(rows, "prompt")
         cols = [c + (" [not destroyed]" if int(c.split(":")[0]) in flagged else "") for c in cols]
-        written.append(_heatmap(grid, [_short(x) for x in layers], [c[:48] for c in cols],
-                                "UNet causal effect by prompt (mean over seeds)", target / "unet_by_prompt.png"))
+        written.append(
+            _heatmap(
+                grid,
+                [_short(x) for x in layers],
+                [c[:48] for c in cols],
+                "UNet causal effect by prompt (mean over seeds)",
+                target / "unet_by_prompt.png",
+            )
+        )
         return written
     cmaps = {"residual": "Purples", "attn": "Reds", "mlp": "Greens"}
     states = config["traced"]["states"]
@@ -176,10 +212,17 @@ def draw_report(run_dir: str | Path, out: str | Path | None = None) -> list[Path
                 continue
             note = "" if filtered else " (none destroyed: all averaged)"
             categories = list(TOKEN_CATEGORIES) if config.get("padding") else list(TOKEN_CATEGORIES[:-1])
-            written.append(_heatmap(grid[:len(categories)], categories, [str(i) for i in range(len(grid[0]))],
-                                    f"{encoder} {state}: mean over prompts{note}",
-                                    target / f"text_summary_{encoder}_{state}.png", cmap=cmaps.get(state, "Purples"),
-                                    xlabel="layer"))
+            written.append(
+                _heatmap(
+                    grid[: len(categories)],
+                    categories,
+                    [str(i) for i in range(len(grid[0]))],
+                    f"{encoder} {state}: mean over prompts{note}",
+                    target / f"text_summary_{encoder}_{state}.png",
+                    cmap=cmaps.get(state, "Purples"),
+                    xlabel="layer",
+                )
+            )
     for pi, probe in enumerate(config["probes"]):
         for e, encoder in enumerate(encoders):
             tokens = config["tokens"][pi][e]
@@ -190,10 +233,16 @@ def draw_report(run_dir: str | Path, out: str | Path | None = None) -> list[Path
                 if not grid:
                     continue
                 flag = " [not destroyed]" if pi in flagged else ""
-                written.append(_heatmap(
-                    grid, labels[:len(grid)], [str(layer) for layer in range(len(grid[0]))],
-                    f"{encoder} {state}: {probe['prompt'][:50]!r}{flag}",
-                    target / f"text_P{pi:04d}_{encoder}_{state}.png", cmap=cmaps.get(state, "Purples"),
-                    xlabel="layer", ylabel="token (* = subject)",
-                ))
+                written.append(
+                    _heatmap(
+                        grid,
+                        labels[: len(grid)],
+                        [str(layer) for layer in range(len(grid[0]))],
+                        f"{encoder} {state}: {probe['prompt'][:50]!r}{flag}",
+                        target / f"text_P{pi:04d}_{encoder}_{state}.png",
+                        cmap=cmaps.get(state, "Purples"),
+                        xlabel="layer",
+                        ylabel="token (* = subject)",
+                    )
+                )
     return written

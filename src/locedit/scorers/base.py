@@ -64,8 +64,9 @@ class ScorerEntry:
 SCORERS: dict[str, ScorerEntry] = {}
 
 
-def register_scorer(name: str, factory: ScorerFactory, check: Callable[[str | None], None] | None = None,
-                    usage: str = "") -> None:
+def register_scorer(
+    name: str, factory: ScorerFactory, check: Callable[[str | None], None] | None = None, usage: str = ""
+) -> None:
     """Make `--scorer NAME[:ARG]` build `factory(ARG or None, device)`.
 
     `check(ARG or None)` validates the argument cheaply (before any model loads); `usage` is how the

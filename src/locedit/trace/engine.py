@@ -27,33 +27,67 @@ import torch
 from locedit.errors import InvalidInputError
 from locedit.hooks import Trace
 from locedit.models import detect_family, find_subject_span, text_encoders
+from locedit.options import is_int, is_number, option, require, require_choice
 from locedit.probes import Probe
 from locedit.scorers import Scorer
 from locedit.trace.layers import TEXT_STATES, UNetCell, unet_layers, window
 
+RESTORE_MODES = ("cond", "both")
+
 
 @dataclass
 class GenerationSettings:
-    """How each traced image is generated."""
+    """How each traced image is generated (CLI: `locedit trace` flags)."""
 
-    steps: int = 25  # denoising steps of the pipeline's scheduler (UNet calls may be more)
-    guidance: float = 7.5  # classifier-free guidance scale; <= 1 turns guidance (and the uncond half) off
-    height: int | None = None  # pixels; None = the pipeline's default (UNet sample size × VAE factor)
-    width: int | None = None  # pixels; None = the pipeline's default
+    # Denoising steps of the pipeline's scheduler (UNet calls may be more); SD's usual 25.
+    steps: int = option(25, help="denoising steps", parse=int)
+    # Classifier-free guidance scale; <= 1 turns guidance (and the unconditional half) off. SD's usual 7.5.
+    guidance: float = option(7.5, help="classifier-free guidance scale", parse=float)
+    # Image size in pixels; None = the pipeline's default (UNet sample size × VAE factor).
+    height: int | None = option(None, help="image height in pixels", parse=int, shown="the model's")
+    width: int | None = option(None, help="image width in pixels", parse=int, shown="the model's")
+
+    def __post_init__(self):
+        require(self, "steps", is_int(self.steps, 1), "a positive integer")
+        require(self, "guidance", is_number(self.guidance), "a number")
+        for name in ("height", "width"):
+            require(
+                self,
+                name,
+                getattr(self, name) is None or is_int(getattr(self, name), 1),
+                "a positive number of pixels",
+                "leave it out for the model's default",
+            )
 
 
 @dataclass
 class TraceSettings:
-    """How corruption and restoration are done."""
+    """How corruption and restoration are done (CLI: `locedit trace` flags). The noise scale and the
+    rows per loop belong to the run (TraceRequest.noise, .batch): the engine takes them per call."""
 
-    noise: float = 3.0  # ν: noise std in units of the token-embedding std (ROME uses 3)
-    restore: str = "cond"  # UNet restoration in the "cond" half of the CFG batch only, or "both"
-    batch: int = 8  # restored rows per denoising loop (plus the clean and corrupted rows)
-    window: int = 1  # restore k consecutive layers of a kind (UNet) / layers (text) around each one
-    min_drop: float | None = None  # clean − corrupted drop that counts as destroyed; None = scorer's
+    # UNet restoration in the "cond" half of the CFG batch only (the half the corruption is in), or "both".
+    restore: str = option(
+        "cond", help="UNet: restore in the conditional CFG half only, or in both halves", choices=RESTORE_MODES
+    )
+    # Restore k consecutive layers of a kind (UNet) / layers (text) around each one (ROME's window); 1 = single.
+    window: int = option(1, help="restore K consecutive layers together", metavar="K", parse=int)
+    # clean − corrupted score drop that counts as "corruption destroyed the attribute"; None = the scorer's.
+    min_drop: float | None = option(
+        None, help="score drop that counts as 'corruption destroyed the attribute'", parse=float, shown="the scorer's"
+    )
     # Text encoder: also restore every padding position after EOS together, as one extra token row.
     # The UNet reads all context positions, and causal attention lets padding states carry the subject.
-    padding: bool = True
+    padding: bool = option(
+        True,
+        flag="--no-padding",
+        action="flag",
+        help="text encoder: skip the extra row that restores all padding positions after EOS",
+    )
+
+    def __post_init__(self):
+        require_choice(self, "restore", RESTORE_MODES)
+        require(self, "window", is_int(self.window, 1), "a positive integer")
+        require(self, "min_drop", self.min_drop is None or is_number(self.min_drop), "a number")
 
 
 @dataclass(frozen=True)
@@ -131,20 +165,17 @@ class Tracer:
         generation, settings: see GenerationSettings and TraceSettings.
     """
 
-    def __init__(self, pipe, scorer: Scorer, generation: GenerationSettings | None = None,
-                 settings: TraceSettings | None = None):
+    def __init__(
+        self, pipe, scorer: Scorer, generation: GenerationSettings | None = None, settings: TraceSettings | None = None
+    ):
         self.pipe = pipe
         self.scorer = scorer
         self.generation = generation or GenerationSettings()
         self.settings = settings or TraceSettings()
-        if self.settings.restore not in ("cond", "both"):
-            raise InvalidInputError(f"restore must be 'cond' or 'both' (got {self.settings.restore!r})")
         self.family = detect_family(pipe)
         self.handles = text_encoders(pipe)
         # Std of each encoder's token-embedding matrix (all entries), measured once: the noise unit.
-        self.embedding_std = [
-            float(h.module("token_embedding").weight.detach().float().std()) for h in self.handles
-        ]
+        self.embedding_std = [float(h.module("token_embedding").weight.detach().float().std()) for h in self.handles]
         self.layers = unet_layers(pipe.unet)
         self._modules = dict(pipe.unet.named_modules())
         self._negative: dict[str, dict[str, torch.Tensor]] = {}
@@ -167,13 +198,14 @@ class Tracer:
         """Tokens of the prompt including BOS and EOS (the positions text tracing visits)."""
         return len(self.handles[encoder].tokenizer(probe.prompt, truncation=False).input_ids)
 
-    def noise(self, probe: Probe, seed: int, nu: float) -> list[torch.Tensor]:
-        """Corruption noise per encoder, (span, hidden) float32: N(0, (ν·std)²), seeded by noise_seed."""
+    def noise(self, probe: Probe, seed: int, noise: float) -> list[torch.Tensor]:
+        """Corruption noise per encoder, (span, hidden) float32: N(0, (noise·std)²), seeded by noise_seed;
+        `noise` is the noise scale in token-embedding stds (--noise)."""
         gen = torch.Generator().manual_seed(noise_seed(probe.prompt, seed))
         out = []
         for handle, (start, end), std in zip(self.handles, self.spans(probe), self.embedding_std):
             hidden = handle.module("token_embedding").weight.shape[1]
-            out.append(torch.randn(end - start, hidden, generator=gen) * (nu * std))
+            out.append(torch.randn(end - start, hidden, generator=gen) * (noise * std))
         return out
 
     def _negative_embeds(self, prompt: str) -> dict[str, torch.Tensor]:
@@ -184,7 +216,10 @@ class Tracer:
                     _, neg, _, neg_pooled = self.pipe.encode_prompt(
                         prompt=prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True
                     )
-                    self._negative[prompt] = {"negative_prompt_embeds": neg, "negative_pooled_prompt_embeds": neg_pooled}
+                    self._negative[prompt] = {
+                        "negative_prompt_embeds": neg,
+                        "negative_pooled_prompt_embeds": neg_pooled,
+                    }
                 else:
                     _, neg = self.pipe.encode_prompt(
                         prompt=prompt, device=self.device, num_images_per_prompt=1, do_classifier_free_guidance=True
@@ -193,8 +228,9 @@ class Tracer:
         return self._negative[prompt]
 
     @torch.no_grad()
-    def encode(self, probe: Probe, rows: int, noise: list[torch.Tensor] | None,
-               text_cells: Sequence[TextCell] = ()) -> dict[str, torch.Tensor]:
+    def encode(
+        self, probe: Probe, rows: int, noise: list[torch.Tensor] | None, text_cells: Sequence[TextCell] = ()
+    ) -> dict[str, torch.Tensor]:
         """Pipeline keyword arguments with `rows` prompt embeddings of `probe`.
 
         Row 0 is clean; rows 1.. get `noise` added to the subject's token embeddings; row 2 + j
@@ -205,19 +241,28 @@ class Tracer:
         try:
             if noise is not None:
                 for handle, (start, end), eps in zip(self.handles, self.spans(probe), noise):
-                    traces.append(Trace(handle.module("token_embedding"), retain_output=False,
-                                        edit_output=_add_noise(start, end, eps)))
+                    traces.append(
+                        Trace(
+                            handle.module("token_embedding"),
+                            retain_output=False,
+                            edit_output=_add_noise(start, end, eps),
+                        )
+                    )
             for module, pairs in self._text_restores(text_cells).items():
                 traces.append(Trace(module, retain_output=False, edit_output=_restore_tokens(pairs)))
             if self.family.name == "sdxl":
                 embeds, _, pooled, _ = self.pipe.encode_prompt(
-                    prompt=[probe.prompt] * rows, device=self.device, num_images_per_prompt=1,
+                    prompt=[probe.prompt] * rows,
+                    device=self.device,
+                    num_images_per_prompt=1,
                     do_classifier_free_guidance=False,
                 )
                 out = {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}
             else:
                 embeds, _ = self.pipe.encode_prompt(
-                    prompt=[probe.prompt] * rows, device=self.device, num_images_per_prompt=1,
+                    prompt=[probe.prompt] * rows,
+                    device=self.device,
+                    num_images_per_prompt=1,
                     do_classifier_free_guidance=False,
                 )
                 out = {"prompt_embeds": embeds}
@@ -248,8 +293,9 @@ class Tracer:
         return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
 
     @torch.no_grad()
-    def generate(self, embeds: dict[str, torch.Tensor], seed: int,
-                 unet_restores: Sequence[Sequence[str]] = ()) -> torch.Tensor:
+    def generate(
+        self, embeds: dict[str, torch.Tensor], seed: int, unet_restores: Sequence[Sequence[str]] = ()
+    ) -> torch.Tensor:
         """Images (rows, 3, H, W) float32 in [0, 1] on CPU from one denoising loop.
 
         `unet_restores[j]` lists the UNet modules whose output row 2 + j takes from row 0 at
@@ -271,8 +317,9 @@ class Tracer:
             for name, index in index_of.items():
                 if name not in self._modules:
                     raise InvalidInputError(f"UNet has no module {name!r}")
-                traces.append(Trace(self._modules[name], retain_output=False,
-                                    edit_output=_row_copier(index, total, name)))
+                traces.append(
+                    Trace(self._modules[name], retain_output=False, edit_output=_row_copier(index, total, name))
+                )
             latents = self.initial_latent(seed).expand(rows, -1, -1, -1).to(self.device, self.dtype)
             kwargs = dict(embeds)
             if not cfg:
@@ -294,23 +341,23 @@ class Tracer:
     # ----------------------------------------------------------------------------- units
     def _score(self, probe: Probe, images: torch.Tensor, n_cells: int) -> UnitResult:
         scores = self.scorer.score(images, probe, images[0]).tolist()
-        return UnitResult(clean=scores[0], corrupted=scores[1], restored=scores[2:2 + n_cells], images=images)
+        return UnitResult(clean=scores[0], corrupted=scores[1], restored=scores[2 : 2 + n_cells], images=images)
 
-    def run_unet_unit(self, probe: Probe, seed: int, nu: float, cells: Sequence[UNetCell]) -> UnitResult:
+    def run_unet_unit(self, probe: Probe, seed: int, noise: float, cells: Sequence[UNetCell]) -> UnitResult:
         """One lockstep loop: clean, corrupted and one restored row per UNet cell."""
-        embeds = self.encode(probe, 2 + len(cells), self.noise(probe, seed, nu))
+        embeds = self.encode(probe, 2 + len(cells), self.noise(probe, seed, noise))
         images = self.generate(embeds, seed, [cell.modules for cell in cells])
         return self._score(probe, images, len(cells))
 
-    def run_text_unit(self, probe: Probe, seed: int, nu: float, cells: Sequence[TextCell]) -> UnitResult:
+    def run_text_unit(self, probe: Probe, seed: int, noise: float, cells: Sequence[TextCell]) -> UnitResult:
         """One lockstep loop: clean, corrupted and one row per text cell (its states restored)."""
-        embeds = self.encode(probe, 2 + len(cells), self.noise(probe, seed, nu), cells)
+        embeds = self.encode(probe, 2 + len(cells), self.noise(probe, seed, noise), cells)
         images = self.generate(embeds, seed)
         return self._score(probe, images, len(cells))
 
-    def baseline(self, probe: Probe, seed: int, nu: float) -> UnitResult:
+    def baseline(self, probe: Probe, seed: int, noise: float) -> UnitResult:
         """Clean and corrupted rows only."""
-        return self.run_unet_unit(probe, seed, nu, [])
+        return self.run_unet_unit(probe, seed, noise, [])
 
     def destroyed(self, clean: float, corrupted: float) -> bool:
         return self.scorer.destroyed(clean, corrupted, self.settings.min_drop)
@@ -336,8 +383,11 @@ class Tracer:
                 for token, positions in rows:
                     for layer in range(n_layers):
                         layers = tuple(window(list(range(n_layers)), layer, k)) if k > 1 else (layer,)
-                        cells.append(TextCell(encoder=e, layer=layer, token=token, state=state, layers=layers,
-                                              positions=positions))
+                        cells.append(
+                            TextCell(
+                                encoder=e, layer=layer, token=token, state=state, layers=layers, positions=positions
+                            )
+                        )
         return cells
 
 
@@ -390,20 +440,25 @@ def _row_copier(index: torch.Tensor, total: int, name: str):
     return edit
 
 
-def calibrate_noise(tracer: Tracer, probes: Sequence[Probe], seeds: Sequence[int], target: float = 0.8,
-                    schedule: Sequence[float] = (3.0, 5.0, 8.0, 12.0, 20.0, 32.0, 64.0)) -> tuple[float, float]:
-    """`--noise auto`: the first ν of `schedule` at which at least `target` of (probe, seed) pairs
-    are destroyed (clean − corrupted >= the scorer's min_drop). Returns (ν, fraction destroyed);
-    if no ν reaches the target, the last one.
+def calibrate_noise(
+    tracer: Tracer,
+    probes: Sequence[Probe],
+    seeds: Sequence[int],
+    target: float = 0.8,
+    schedule: Sequence[float] = (3.0, 5.0, 8.0, 12.0, 20.0, 32.0, 64.0),
+) -> tuple[float, float]:
+    """`--noise auto`: the first noise scale of `schedule` at which at least `target` of (probe, seed)
+    pairs are destroyed (clean − corrupted >= the scorer's min_drop). Returns (noise scale, fraction
+    destroyed); if no scale reaches the target, the last one.
     """
     fraction = 0.0
-    for nu in schedule:
+    for noise in schedule:
         hits = 0
         for probe in probes:
             for seed in seeds:
-                base = tracer.baseline(probe, seed, nu)
+                base = tracer.baseline(probe, seed, noise)
                 hits += tracer.destroyed(base.clean, base.corrupted)
         fraction = hits / max(1, len(probes) * len(seeds))
         if fraction >= target:
-            return float(nu), fraction
+            return float(noise), fraction
     return float(schedule[-1]), fraction

@@ -17,8 +17,17 @@ from locedit.trace.plan import Unit
 from locedit.trace.store import has_record, save_png, write_record
 
 
-def cell_record(tracer: Tracer, probes: Sequence[Probe], unit: Unit, j: int, clean: float, corrupted: float,
-                restored: float, component: str, nu: float) -> dict:
+def cell_record(
+    tracer: Tracer,
+    probes: Sequence[Probe],
+    unit: Unit,
+    j: int,
+    clean: float,
+    corrupted: float,
+    restored: float,
+    component: str,
+    noise: float,
+) -> dict:
     """The record of cell `j` of `unit`: the probe, the three scores, the effect and what was restored."""
     probe = probes[unit.prompt_index]
     cell = unit.cells[j]
@@ -33,21 +42,33 @@ def cell_record(tracer: Tracer, probes: Sequence[Probe], unit: Unit, j: int, cle
         "score_restored": restored,
         "effect": effect(clean, corrupted, restored),
         "destroyed": bool(tracer.destroyed(clean, corrupted)),
-        "noise": nu,
+        "noise": noise,
     }
     if isinstance(cell, UNetCell):
-        record.update(encoder="", layer=cell.label, token="", state=cell.state, window=len(cell.modules),
-                      restored_modules=list(cell.modules))
+        record.update(
+            encoder="",
+            layer=cell.label,
+            token="",
+            state=cell.state,
+            window=len(cell.modules),
+            restored_modules=list(cell.modules),
+        )
     else:
-        record.update(encoder=tracer.handles[cell.encoder].name, layer=cell.layer, token=cell.token,
-                      state=cell.state, window=len(cell.layers), restored_layers=list(cell.layers))
+        record.update(
+            encoder=tracer.handles[cell.encoder].name,
+            layer=cell.layer,
+            token=cell.token,
+            state=cell.state,
+            window=len(cell.layers),
+            restored_layers=list(cell.layers),
+        )
     return record
 
 
-def _run_unit(tracer: Tracer, probe: Probe, unit: Unit, component: str, nu: float) -> UnitResult:
+def _run_unit(tracer: Tracer, probe: Probe, unit: Unit, component: str, noise: float) -> UnitResult:
     if component == "unet":
-        return tracer.run_unet_unit(probe, unit.seed, nu, unit.cells)
-    return tracer.run_text_unit(probe, unit.seed, nu, unit.cells)
+        return tracer.run_unet_unit(probe, unit.seed, noise, unit.cells)
+    return tracer.run_text_unit(probe, unit.seed, noise, unit.cells)
 
 
 def _save_images(out: Path, unit: Unit, result: UnitResult, missing: list[int]) -> None:
@@ -61,9 +82,18 @@ def _save_images(out: Path, unit: Unit, result: UnitResult, missing: list[int]) 
         save_png(out, ids[j], result.images[2 + j])
 
 
-def execute(tracer: Tracer, probes: Sequence[Probe], units: Sequence[Unit], out: Path, component: str,
-            nu: float, save_images: bool = False, rank: int = 0, world: int = 1,
-            progress: Callable[[int], None] | None = None) -> int:
+def execute(
+    tracer: Tracer,
+    probes: Sequence[Probe],
+    units: Sequence[Unit],
+    out: Path,
+    component: str,
+    noise: float,
+    save_images: bool = False,
+    rank: int = 0,
+    world: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """Compute this rank's units (index % world == rank), skipping units whose records all exist.
 
     Returns the number of units computed. `progress(n)` is called after each of this rank's units
@@ -76,12 +106,16 @@ def execute(tracer: Tracer, probes: Sequence[Probe], units: Sequence[Unit], out:
         ids = unit.cell_ids()
         missing = [j for j, cid in enumerate(ids) if not has_record(out, cid)]
         if missing:
-            result = _run_unit(tracer, probes[unit.prompt_index], unit, component, nu)
+            result = _run_unit(tracer, probes[unit.prompt_index], unit, component, noise)
             if save_images:
                 _save_images(out, unit, result, missing)
             for j in missing:
-                write_record(out, cell_record(tracer, probes, unit, j, result.clean, result.corrupted,
-                                              result.restored[j], component, nu))
+                write_record(
+                    out,
+                    cell_record(
+                        tracer, probes, unit, j, result.clean, result.corrupted, result.restored[j], component, noise
+                    ),
+                )
             computed += 1
         if progress is not None:
             progress(len(ids))

@@ -33,13 +33,14 @@ def cell_id(prompt_index: int, seed: int, index: int) -> str:
     return f"P{prompt_index:04d}_S{seed}_C{index:05d}"
 
 
-def plan_units(probes: Sequence[Probe], seeds: Sequence[int], cells_of: Callable[[int], Sequence],
-               batch: int) -> list[Unit]:
+def plan_units(
+    probes: Sequence[Probe], seeds: Sequence[int], cells_of: Callable[[int], Sequence], batch: int
+) -> list[Unit]:
     """Units in run order: probes × seeds × chunks of `batch` cells (`cells_of(prompt_index)`)."""
     units = []
     for pi in range(len(probes)):
         cells = list(cells_of(pi))
         for seed in seeds:
             for first in range(0, len(cells), batch):
-                units.append(Unit(pi, seed, first, tuple(cells[first:first + batch])))
+                units.append(Unit(pi, seed, first, tuple(cells[first : first + batch])))
     return units

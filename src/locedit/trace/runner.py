@@ -1,7 +1,8 @@
 """One trace run end to end: validate a TraceRequest, plan its cells, create the store, execute the
 units (sharded over accelerate/torchrun processes), and write results.csv.
 
-Everything the user can get wrong is checked in `plan_trace`, before the run directory is created.
+Everything the user can get wrong is checked before the run directory is created: the settings
+by TraceRequest (and GenerationSettings / TraceSettings) themselves, the rest in `plan_trace`.
 """
 
 from __future__ import annotations
@@ -12,39 +13,111 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locedit.errors import InvalidInputError
+from locedit.models.loading import DEFAULT_DEVICE, DEFAULT_DTYPE
+from locedit.options import is_int, is_number, option, require, require_choice
 from locedit.trace.engine import GenerationSettings, Tracer, TraceSettings, calibrate_noise
 from locedit.trace.execute import execute
 from locedit.trace.layers import parse_text_states, select_unet_cells
 from locedit.trace.plan import Unit, plan_units
 from locedit.trace.store import RunDirError, prepare_run_dir, write_results
 
+COMPONENTS = ("unet", "text-encoder")
+
+
+def parse_seeds(text: str | list[int]) -> list[int]:
+    """ "0,1,2" -> [0, 1, 2] (--seeds); InvalidInputError with the fix otherwise. Lists pass through."""
+    if isinstance(text, list):
+        return text
+    parts = [p.strip() for p in str(text).split(",")]
+    if not parts or any(not p.isdigit() for p in parts):
+        raise InvalidInputError(
+            f"--seeds {text!r} is malformed; give comma-separated non-negative integers, e.g. 0,1,2"
+        )
+    return [int(p) for p in parts]
+
+
+def parse_noise(text: str | float) -> float | str:
+    """--noise: a number (the noise scale in token-embedding stds) or "auto"."""
+    if str(text).strip().lower() == "auto":
+        return "auto"
+    try:
+        return float(text)
+    except ValueError:
+        raise InvalidInputError(f"--noise {text!r} is not a number; give the noise scale (e.g. 3.0) or auto") from None
+
+
+def parse_layers(values: list[str] | None) -> list[str] | None:
+    """--layers, repeated and/or comma-separated, as one list (None when not given)."""
+    if not values:
+        return None
+    return [part.strip() for value in values for part in value.split(",") if part.strip()]
+
 
 @dataclass
 class TraceRequest:
-    """Everything `locedit trace` takes."""
+    """Everything `locedit trace` takes: the run's own settings, how images are generated
+    (`generation`) and how restoration is done (`settings`). Each default is stated once, here or in
+    GenerationSettings / TraceSettings; the CLI builds its flags from these three classes."""
 
-    model: str  # local diffusers folder or builtin:NAME
-    out: str  # run directory
-    probes: str = "default"  # JSONL file or "default"
-    component: str = "unet"  # "unet" or "text-encoder"
-    layers: list[str] | None = None  # UNet: kinds / globs / "+"-sets; text: residual,attn,mlp; None = all
-    window: int = 1  # consecutive layers restored together (ROME's window); 1 = single layers
-    noise: float | str = 3.0  # ν in token-embedding stds, or "auto"
-    noise_target: float = 0.8  # --noise auto: fraction of (prompt, seed) pairs that must be destroyed
-    seeds: list[int] = field(default_factory=lambda: [0])  # initial-latent (and noise) seeds
-    steps: int = 25  # denoising steps
-    guidance: float = 7.5  # CFG scale
-    batch: int = 8  # restored rows per denoising loop
-    restore: str = "cond"  # UNet restoration in the conditional CFG half, or "both"
-    padding: bool = True  # text encoder: one extra token row restoring every padding position after EOS
-    scorer: str = "pixel"  # pixel, clip:PATH or builtin
-    min_drop: float | None = None  # destroyed threshold; None = the scorer's default
-    save_images: bool = False  # write PNGs of every generation
-    resume: bool = False  # continue a run in `out`
-    device: str = "cpu"  # cpu, cuda, cuda:N, mps, auto
-    dtype: str = "float32"  # float32, float16, bfloat16
-    height: int | None = None  # pixels; None = pipeline default
-    width: int | None = None  # pixels; None = pipeline default
+    model: str  # local diffusers folder or builtin:NAME (CLI: MODEL)
+    out: str  # run directory (CLI: --out RUNDIR)
+    # The prompts traced: a JSONL file or the shipped set (src/locedit/probes/default.jsonl).
+    probes: str = option(
+        "default",
+        help="probe JSONL file ({prompt, subject, attribute, value?} per line) or 'default' for the shipped set",
+    )
+    # What to trace: UNet layers (restored at every UNet call) or text-encoder states (token × layer).
+    component: str = option("unet", help="what to trace", choices=COMPONENTS)
+    # UNet: kinds / globs / "+"-sets; text: residual, attn, mlp; None = all.
+    layers: list[str] | None = option(
+        None,
+        action="append",
+        parse=parse_layers,
+        metavar="KIND|GLOB",
+        shown="all",
+        help="UNet: a kind (block, resnet, transformer, attn1, attn2, ff), a glob over module names, or NAME+NAME "
+        "for one cell restoring a set; text encoder: residual, attn, mlp. Comma-separated or repeated",
+    )
+    # Noise scale in token-embedding stds (ROME's 3), or "auto" (the first of a schedule that destroys
+    # noise_target of the (prompt, seed) pairs).
+    noise: float | str = option(3.0, parse=parse_noise, help="noise scale in token-embedding stds, or auto")
+    # --noise auto: fraction of (prompt, seed) pairs the corruption must destroy (ROME's spirit: most of them).
+    noise_target: float = option(
+        0.8, parse=float, help="with --noise auto: fraction of (prompt, seed) pairs the corruption must destroy"
+    )
+    # Initial-latent (and corruption-noise) seeds; more seeds average out one image's luck.
+    seeds: list[int] = option(default_factory=lambda: [0], parse=parse_seeds, help="comma-separated seeds, e.g. 0,1")
+    # Restored rows per denoising loop (plus the clean and corrupted rows): memory grows with it.
+    batch: int = option(8, parse=int, help="restored rows per denoising loop")
+    # How images are scored: pixel (no model needed), clip:PATH, or builtin (the shapes classifier).
+    scorer: str = option("pixel", help="clip:PATH (local CLIP folder), pixel, or builtin")
+    # PNGs of every generation (clean, corrupted, each restored row) under RUNDIR/images; off: they are many.
+    save_images: bool = option(False, action="flag", help="write PNGs of every generation")
+    # Continue the run already in `out` (same settings), skipping cells whose records exist; off: `out` must be new.
+    resume: bool = option(False, action="flag", help="continue the run in RUNDIR, skipping finished cells")
+    device: str = DEFAULT_DEVICE  # cpu, cuda, cuda:N, mps, auto (CLI: --device)
+    dtype: str = DEFAULT_DTYPE  # float32, float16, bfloat16 (CLI: --dtype)
+    generation: GenerationSettings = field(default_factory=GenerationSettings)  # steps, guidance, image size
+    settings: TraceSettings = field(default_factory=TraceSettings)  # restore, window, min_drop, padding
+
+    def __post_init__(self):
+        require_choice(self, "component", COMPONENTS)
+        require(self, "batch", is_int(self.batch, 1), "a positive integer")
+        if isinstance(self.seeds, tuple):
+            self.seeds = list(self.seeds)
+        seeds_ok = isinstance(self.seeds, list) and bool(self.seeds) and all(is_int(s, 0) for s in self.seeds)
+        require(self, "seeds", seeds_ok, "non-negative integers, e.g. 0,1,2")
+        if len(set(self.seeds)) != len(self.seeds):
+            raise InvalidInputError(f"--seeds repeats a seed ({self.seeds!r}); give each seed once")
+        require(
+            self,
+            "noise",
+            self.noise == "auto" or (is_number(self.noise) and self.noise > 0),
+            "a number > 0 (in token-embedding stds) or auto",
+        )
+        require(
+            self, "noise_target", is_number(self.noise_target) and 0 < self.noise_target <= 1, "a fraction in (0, 1]"
+        )
 
 
 @dataclass
@@ -56,28 +129,7 @@ class TracePlan:
     probes: list
     units: list[Unit]
     config: dict
-    nu: float
-
-
-def _check_request(req: TraceRequest) -> None:
-    if req.component not in ("unet", "text-encoder"):
-        raise InvalidInputError(f"--component must be unet or text-encoder (got {req.component!r})")
-    if req.batch < 1:
-        raise InvalidInputError(f"--batch must be >= 1 (got {req.batch})")
-    if req.steps < 1:
-        raise InvalidInputError(f"--steps must be >= 1 (got {req.steps})")
-    if req.window < 1:
-        raise InvalidInputError(f"--window must be >= 1 (got {req.window})")
-    if not req.seeds or any(not isinstance(s, int) or s < 0 for s in req.seeds):
-        raise InvalidInputError(f"--seeds must be non-negative integers, e.g. 0,1,2 (got {req.seeds!r})")
-    if len(set(req.seeds)) != len(req.seeds):
-        raise InvalidInputError(f"--seeds repeats a seed ({req.seeds!r})")
-    if req.restore not in ("cond", "both"):
-        raise InvalidInputError(f"--restore must be cond or both (got {req.restore!r})")
-    if isinstance(req.noise, str) and req.noise != "auto":
-        raise InvalidInputError(f"--noise must be a number (in token-embedding stds) or auto (got {req.noise!r})")
-    if not isinstance(req.noise, str) and not req.noise > 0:
-        raise InvalidInputError(f"--noise must be > 0 (got {req.noise})")
+    noise: float  # the noise scale the run uses (calibrated, for --noise auto)
 
 
 def _distributed(cpu: bool) -> tuple[int, int, int, Callable[[], None]]:
@@ -97,66 +149,90 @@ def _distributed(cpu: bool) -> tuple[int, int, int, Callable[[], None]]:
 
 def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
     """Validate `req` and build its plan; writes nothing. `pipe` skips loading the model."""
-    from locedit.models import load_pipeline, parse_dtype, resolve_device
+    from locedit.models import load_pipeline, parse_dtype
     from locedit.probes import load_probes, validate_probes
     from locedit.scorers import check_scorer_spec, make_scorer
 
-    _check_request(req)
     probes = load_probes(req.probes)
     check_scorer_spec(req.scorer)
-    out = Path(req.out)
-    stored = None
-    if out.exists():
-        if not out.is_dir():
-            raise RunDirError(f"--out {str(out)!r} is a file; give a folder")
-        if any(out.iterdir()):
-            if not (out / "config.json").is_file():
-                raise RunDirError(f"--out {str(out)!r} exists and is not a trace run; choose an empty or new folder")
-            if not req.resume:
-                raise RunDirError(f"--out {str(out)!r} already holds a trace run; pass --resume to continue it "
-                                  "or choose a new folder")
-            stored = json.loads((out / "config.json").read_text())
-    device = resolve_device(req.device)
+    stored = _stored_config(Path(req.out), req.resume)
+    device = _device(req.device, local_rank)
+    dtype = parse_dtype(req.dtype)
+    if pipe is None:
+        pipe = load_pipeline(req.model, device=device, dtype=dtype)
+    cells, states = _select_cells(req, pipe)
+    tracer = Tracer(pipe, make_scorer(req.scorer, device), req.generation, req.settings)
+    validate_probes(probes, [h.tokenizer for h in tracer.handles])
+    units = _plan_units(req, tracer, probes, cells, states)
+    noise, fraction = _noise_scale(req, tracer, probes, stored)
+    config = _run_config(req, tracer, probes, units, noise, fraction) | {"traced": _traced(tracer, cells, states)}
+    return TracePlan(request=req, tracer=tracer, probes=probes, units=units, config=config, noise=noise)
+
+
+def _stored_config(out: Path, resume: bool) -> dict | None:
+    """The config.json of the run in `out` when resuming it; None for a new run. Raises RunDirError
+    when `out` holds something else, or a run without --resume."""
+    if not out.exists():
+        return None
+    if not out.is_dir():
+        raise RunDirError(f"--out {str(out)!r} is a file; give a folder")
+    if not any(out.iterdir()):
+        return None
+    if not (out / "config.json").is_file():
+        raise RunDirError(f"--out {str(out)!r} exists and is not a trace run; choose an empty or new folder")
+    if not resume:
+        raise RunDirError(
+            f"--out {str(out)!r} already holds a trace run; pass --resume to continue it or choose a new folder"
+        )
+    return json.loads((out / "config.json").read_text())
+
+
+def _device(spec: str, local_rank: int):
+    """The torch device of `spec`; a bare "cuda" becomes this process' GPU under torchrun/accelerate."""
+    from locedit.models import resolve_device
+
+    device = resolve_device(spec)
     if device.type == "cuda" and device.index is None and local_rank:
         import torch
 
         device = torch.device("cuda", local_rank)
-    dtype = parse_dtype(req.dtype)
-    if pipe is None:
-        pipe = load_pipeline(req.model, device=device, dtype=dtype)
-    generation = GenerationSettings(steps=req.steps, guidance=req.guidance, height=req.height, width=req.width)
-    settings = TraceSettings(noise=3.0 if req.noise == "auto" else float(req.noise), restore=req.restore,
-                             batch=req.batch, window=req.window, min_drop=req.min_drop,
-                             padding=req.padding)
+    return device
+
+
+def _select_cells(req: TraceRequest, pipe) -> tuple[list | None, list[str] | None]:
+    """(UNet cells, None) for --component unet, (None, text-encoder states) for text-encoder."""
     if req.component == "unet":
-        cells = select_unet_cells(_unet_layers(pipe), req.layers, req.window)
-        states = None
-    else:
-        states = parse_text_states(req.layers)
-        cells = None
-    scorer = make_scorer(req.scorer, device)
-    tracer = Tracer(pipe, scorer, generation, settings)
-    validate_probes(probes, [h.tokenizer for h in tracer.handles])
+        return select_unet_cells(_unet_layers(pipe), req.layers, req.settings.window), None
+    return None, parse_text_states(req.layers)
 
+
+def _plan_units(
+    req: TraceRequest, tracer: Tracer, probes: list, cells: list | None, states: list[str] | None
+) -> list[Unit]:
+    """The run's units: the same UNet cells for every probe, or each probe's token × layer text cells."""
     if cells is not None:
-        text_cells = None
-        units = plan_units(probes, req.seeds, lambda pi: cells, req.batch)
-    else:
-        text_cells = {pi: tracer.text_cells(p, states, req.window) for pi, p in enumerate(probes)}
-        units = plan_units(probes, req.seeds, lambda pi: text_cells[pi], req.batch)
+        return plan_units(probes, req.seeds, lambda pi: cells, req.batch)
+    text_cells = {pi: tracer.text_cells(p, states, req.settings.window) for pi, p in enumerate(probes)}
+    return plan_units(probes, req.seeds, lambda pi: text_cells[pi], req.batch)
 
-    fraction = None
-    if req.noise == "auto":
-        if stored is not None and stored.get("noise_spec") == "auto":
-            nu = float(stored["noise"])
-            fraction = stored.get("noise_destroyed_fraction")
-        else:
-            nu, fraction = calibrate_noise(tracer, probes, req.seeds, req.noise_target)
-    else:
-        nu = float(req.noise)
-    tracer.settings.noise = nu
 
-    config = {
+def _noise_scale(req: TraceRequest, tracer: Tracer, probes: list, stored: dict | None) -> tuple[float, float | None]:
+    """(noise scale, fraction of pairs destroyed at it): --noise as given, or calibrated for --noise
+    auto (a resumed auto run keeps the scale it recorded). The fraction is None unless calibrated."""
+    if req.noise != "auto":
+        return float(req.noise), None
+    if stored is not None and stored.get("noise_spec") == "auto":
+        return float(stored["noise"]), stored.get("noise_destroyed_fraction")
+    return calibrate_noise(tracer, probes, req.seeds, req.noise_target)
+
+
+def _run_config(
+    req: TraceRequest, tracer: Tracer, probes: list, units: list[Unit], noise: float, fraction: float | None
+) -> dict:
+    """config.json of the run (without "traced"): everything that defines it (store.RUN_KEYS) and
+    what it measured on the way (noise scale, embedding stds, token strings, subject spans)."""
+    auto = req.noise == "auto"
+    return {
         "model": str(req.model),
         "family": tracer.family.name,
         "component": req.component,
@@ -164,39 +240,53 @@ def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
         "probes": [p.to_dict() for p in probes],
         "seeds": list(req.seeds),
         "layers": list(req.layers) if req.layers else None,
-        "window": req.window,
-        "noise_spec": "auto" if req.noise == "auto" else float(req.noise),
-        "noise": nu,
-        "noise_target": req.noise_target if req.noise == "auto" else None,
+        "window": req.settings.window,
+        "noise_spec": "auto" if auto else float(req.noise),
+        "noise": noise,
+        "noise_target": req.noise_target if auto else None,
         "noise_destroyed_fraction": fraction,
         "embedding_std": {h.name: s for h, s in zip(tracer.handles, tracer.embedding_std)},
-        "steps": req.steps,
-        "guidance": req.guidance,
+        "steps": req.generation.steps,
+        "guidance": req.generation.guidance,
         "batch": req.batch,
-        "restore": req.restore,
-        "scorer": scorer.name if req.scorer.startswith("clip:") else req.scorer,
-        "min_drop": req.min_drop if req.min_drop is not None else scorer.min_drop,
-        "height": req.height,
-        "width": req.width,
+        "restore": req.settings.restore,
+        "scorer": tracer.scorer.name if req.scorer.startswith("clip:") else req.scorer,
+        "min_drop": req.settings.min_drop if req.settings.min_drop is not None else tracer.scorer.min_drop,
+        "height": req.generation.height,
+        "width": req.generation.width,
         "dtype": req.dtype,
         "cells": sum(len(u.cells) for u in units),
         "units": len(units),
-        # Per probe, per encoder: token strings (BOS..EOS) and the subject's [start, end) span.
-        # (text tracing with padding: a last "<padding ×k>" entry names the padding row)
-        "tokens": [[h.tokenizer.convert_ids_to_tokens(h.tokenizer(p.prompt, truncation=False).input_ids)
-                    + ([f"<padding ×{len(tracer.padding_positions(p, e))}>"]
-                       if req.component == "text-encoder" and tracer.padding_positions(p, e) else [])
-                    for e, h in enumerate(tracer.handles)] for p in probes],
-        "padding": req.padding if req.component == "text-encoder" else None,
+        "tokens": _token_strings(req, tracer, probes),
+        "padding": req.settings.padding if req.component == "text-encoder" else None,
         "subject_spans": [[list(span) for span in tracer.spans(p)] for p in probes],
         "row_layout": "row 0 clean, row 1 corrupted, rows 2.. restored (one per cell); CFG batch [uncond ; cond]",
-        "traced": (
-            [{"label": c.label, "state": c.state, "modules": list(c.modules)} for c in cells]
-            if cells is not None else {"states": states, "encoders": [h.name for h in tracer.handles],
-                                       "layers": [h.num_layers for h in tracer.handles]}
-        ),
     }
-    return TracePlan(request=req, tracer=tracer, probes=probes, units=units, config=config, nu=nu)
+
+
+def _token_strings(req: TraceRequest, tracer: Tracer, probes: list) -> list[list[list[str]]]:
+    """Per probe, per encoder: token strings (BOS..EOS); text tracing with padding adds a last
+    "<padding ×k>" entry naming the padding row."""
+    out = []
+    for p in probes:
+        per_encoder = []
+        for e, h in enumerate(tracer.handles):
+            tokens = h.tokenizer.convert_ids_to_tokens(h.tokenizer(p.prompt, truncation=False).input_ids)
+            padding = tracer.padding_positions(p, e) if req.component == "text-encoder" else ()
+            per_encoder.append(tokens + ([f"<padding ×{len(padding)}>"] if padding else []))
+        out.append(per_encoder)
+    return out
+
+
+def _traced(tracer: Tracer, cells: list | None, states: list[str] | None) -> list[dict] | dict:
+    """config.json's "traced": the UNet cells (label, state, modules), or the text states and encoders."""
+    if cells is not None:
+        return [{"label": c.label, "state": c.state, "modules": list(c.modules)} for c in cells]
+    return {
+        "states": states,
+        "encoders": [h.name for h in tracer.handles],
+        "layers": [h.num_layers for h in tracer.handles],
+    }
 
 
 def _unet_layers(pipe):
@@ -225,8 +315,18 @@ def run_trace(req: TraceRequest, pipe=None, quiet: bool = True) -> Path | None:
 
         bar = tqdm(total=sum(len(u.cells) for u in mine), unit="cell", desc=f"trace {req.component}")
     try:
-        execute(plan.tracer, plan.probes, plan.units, out, req.component, plan.nu, req.save_images,
-                rank=rank, world=world, progress=bar.update if bar is not None else None)
+        execute(
+            plan.tracer,
+            plan.probes,
+            plan.units,
+            out,
+            req.component,
+            plan.noise,
+            req.save_images,
+            rank=rank,
+            world=world,
+            progress=bar.update if bar is not None else None,
+        )
     finally:
         if bar is not None:
             bar.close()

@@ -3,7 +3,7 @@ per cell, optional PNGs, results.csv and baselines.csv (the plan is plan.py, its
 
 Layout of a run directory:
 
-    config.json                      everything that defines the run (and ν, embedding stds used)
+    config.json                      everything that defines the run (and the noise scale, embedding stds used)
     cells/P{prompt:04d}_S{seed}_C{cell:05d}.json   one record per cell
     images/P…_S…_clean.png, …_corrupted.png, …_C{cell}.png   with --save-images
     results.csv                      one row per cell, written by rank 0 when every cell is done
@@ -28,15 +28,55 @@ from locedit.io import atomic_path, write_json
 from locedit.trace.plan import Unit
 
 CSV_COLUMNS = (
-    "cell_id", "prompt_index", "prompt", "subject", "attribute", "seed", "component", "encoder", "layer",
-    "token", "state", "window", "score_clean", "score_corrupted", "score_restored", "effect", "destroyed",
+    "cell_id",
+    "prompt_index",
+    "prompt",
+    "subject",
+    "attribute",
+    "seed",
+    "component",
+    "encoder",
+    "layer",
+    "token",
+    "state",
+    "window",
+    "score_clean",
+    "score_corrupted",
+    "score_restored",
+    "effect",
+    "destroyed",
 )
-BASELINE_COLUMNS = ("prompt_index", "prompt", "subject", "attribute", "seed", "score_clean", "score_corrupted",
-                    "destroyed", "noise")
+BASELINE_COLUMNS = (
+    "prompt_index",
+    "prompt",
+    "subject",
+    "attribute",
+    "seed",
+    "score_clean",
+    "score_corrupted",
+    "destroyed",
+    "noise",
+)
 # Keys of config.json that must match for --resume to continue a run.
 RUN_KEYS = (
-    "model", "family", "component", "probes", "seeds", "layers", "window", "noise", "steps", "guidance", "batch",
-    "restore", "scorer", "min_drop", "height", "width", "dtype", "cells",
+    "model",
+    "family",
+    "component",
+    "probes",
+    "seeds",
+    "layers",
+    "window",
+    "noise",
+    "steps",
+    "guidance",
+    "batch",
+    "restore",
+    "scorer",
+    "min_drop",
+    "height",
+    "width",
+    "dtype",
+    "cells",
 )
 
 
@@ -47,22 +87,25 @@ class RunDirError(LoceditError, FileExistsError):
 def prepare_run_dir(out: Path, config: dict, resume: bool) -> dict:
     """Create `out` with config.json, or check it holds the same run when resuming.
 
-    Returns the stored config (on resume, its recorded ν is the one to use). Raises RunDirError.
+    Returns the stored config (on resume, its recorded noise scale is the one to use). Raises RunDirError.
     """
     stored_path = out / "config.json"
     if out.exists() and any(out.iterdir()):
         if not stored_path.is_file():
             raise RunDirError(f"--out {str(out)!r} exists and is not a trace run; choose an empty or new folder")
         if not resume:
-            raise RunDirError(f"--out {str(out)!r} already holds a trace run; pass --resume to continue it "
-                              "or choose a new folder")
+            raise RunDirError(
+                f"--out {str(out)!r} already holds a trace run; pass --resume to continue it or choose a new folder"
+            )
         stored = json.loads(stored_path.read_text())
         for key in RUN_KEYS:
             if key == "noise" and config.get("noise_spec") == "auto" and stored.get("noise_spec") == "auto":
-                continue  # auto: the recorded ν is used
+                continue  # auto: the recorded noise scale is used
             if stored.get(key) != config.get(key):
-                raise RunDirError(f"--out {str(out)!r} holds a different run ({key} was {stored.get(key)!r}, now "
-                                  f"{config.get(key)!r}); resume with the same options or choose a new folder")
+                raise RunDirError(
+                    f"--out {str(out)!r} holds a different run ({key} was {stored.get(key)!r}, now "
+                    f"{config.get(key)!r}); resume with the same options or choose a new folder"
+                )
         # Temporaries of writes a kill interrupted (never renamed into place): nothing reads them.
         for stale in [*out.glob("cells/.*.tmp"), *out.glob("images/.*.tmp"), *out.glob(".*.tmp")]:
             stale.unlink(missing_ok=True)
@@ -120,9 +163,20 @@ def write_results(out: Path, units: Sequence[Unit]) -> Path:
                 continue
             record = json.loads(path.read_text())
             writer.writerow([_csv_value(record.get(col)) for col in CSV_COLUMNS])
-            baselines.setdefault((unit.prompt_index, unit.seed), [
-                record["prompt_index"], record["prompt"], record["subject"], record["attribute"], record["seed"],
-                record["score_clean"], record["score_corrupted"], record["destroyed"], record["noise"]])
+            baselines.setdefault(
+                (unit.prompt_index, unit.seed),
+                [
+                    record["prompt_index"],
+                    record["prompt"],
+                    record["subject"],
+                    record["attribute"],
+                    record["seed"],
+                    record["score_clean"],
+                    record["score_corrupted"],
+                    record["destroyed"],
+                    record["noise"],
+                ],
+            )
     if missing:
         raise RuntimeError(f"{len(missing)} cell record(s) missing in {out} (e.g. {missing[0]}); rerun with --resume")
     base = io.StringIO()
@@ -142,7 +196,9 @@ def read_results(run_dir: str | Path) -> list[dict]:
     """Rows of a run's results.csv as dicts (strings; effect "" when undefined)."""
     path = Path(run_dir) / "results.csv"
     if not path.is_file():
-        raise FileNotFoundError(f"{str(path)!r} not found; is {str(run_dir)!r} a finished trace run? "
-                                "(resume it with `locedit trace ... --resume` to finish it)")
+        raise FileNotFoundError(
+            f"{str(path)!r} not found; is {str(run_dir)!r} a finished trace run? "
+            "(resume it with `locedit trace ... --resume` to finish it)"
+        )
     with path.open(newline="") as f:
         return list(csv.DictReader(f))

@@ -1,4 +1,4 @@
-"""`locedit edit` (DIFF-QUICKFIX on a model, or a baseline: see baseline_cmds.py) and `locedit apply`
+"""`locedit edit` (DIFF-QUICKFIX on a model, or a baseline: see baselines.py) and `locedit apply`
 (an edit file onto a model)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
-from locedit.commands.baseline_cmds import add_baseline_args, check_method_args, run_baseline_edit
-from locedit.commands.common import add_model_args, load_model
-from locedit.edit.quickfix import CORPUS_WEIGHT, MODULES, POSITION_MODES
+from locedit.commands.baselines import add_method_args, check_method_args, run_baseline_edit
+from locedit.commands.common import add_model_args, add_options, load_model, say, settings_from_args
+from locedit.edit.cache import CacheSettings
 from locedit.errors import InvalidInputError
 from locedit.io import atomic_dir
 from locedit.models.loading import hf_progress_bars
@@ -29,35 +29,25 @@ def register(sub) -> None:
     p.add_argument("--to", metavar="VALUE", help="concept the key is mapped onto")
     p.add_argument("--pair", action="append", default=[], metavar="KEY=VALUE", help="a key/value pair; repeatable")
     p.add_argument("--preserve", nargs="+", default=[], metavar="C", help="concepts that must stay as they are")
-    p.add_argument("--templates", metavar="FILE", help="caption templates, one per line, '{}' marks the concept")
-    p.add_argument("--lam", type=float, default=None, help="ridge strength λ (default 0.01)")
-    p.add_argument("--corpus", metavar="FILE", help="captions (one per line) whose outputs the edit keeps in place; "
-                   "default: the model folder's locedit_corpus.txt, else locedit's generic corpus")
-    p.add_argument("--corpus-weight", type=float, default=None,
-                   help=f"weight μ of the corpus term (default {CORPUS_WEIGHT:g}; 0 = off)")
-    p.add_argument("--corpus-keys", type=int, default=None, metavar="N",
-                   help="corpus captions naming the key that become extra key captions (default 64; 0 = templates only)")
-    p.add_argument("--module", choices=list(MODULES), default=None,
-                   help="edited projection of the layer-0 self-attention: attn_v (value projection, default) or "
-                   "attn_out (out-projection, the paper's DIFF-QUICKFIX)")
-    p.add_argument("--vocab-weight", type=float, default=None,
-                   help="weight of the vocabulary prior in the corpus term (attn_v only; default 1; 0 = off)")
-    p.add_argument("--positions", choices=list(POSITION_MODES), default=None,
-                   help="edited token positions (default: subject for attn_v, last+after for attn_out)")
-    p.add_argument("--encoder", default="both", help="text encoder to edit: 1, 2 or both (SDXL); default both")
     p.add_argument("--out", metavar="EDIT", help="write the edit file (.safetensors)")
     p.add_argument("--lora", metavar="FILE", help="also export the edit as a LoRA file")
-    p.add_argument("--lora-format", choices=["diffusers", "kohya"], default="diffusers",
-                   help="diffusers (read by diffusers, ComfyUI, Forge) or kohya (read by every client, "
-                   "AUTOMATIC1111 and kohya sd-scripts too); default diffusers")
+    p.add_argument(
+        "--lora-format",
+        choices=["diffusers", "kohya"],
+        default="diffusers",
+        help="diffusers (read by diffusers, ComfyUI, Forge) or kohya (read by every client, "
+        "AUTOMATIC1111 and kohya sd-scripts too); default diffusers",
+    )
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
     p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")
-    p.add_argument("--force", action="store_true",
-                   help="edit even if a key or value is not a word the model knows (no caption of its corpus names it, "
-                   "or its tokenizer only spells it out)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="neither read nor write the corpus moment cache ($LOCEDIT_CACHE, else ~/.cache/locedit)")
-    add_baseline_args(p)  # --method (quickfix or a baseline), --steps, --lr, --seed
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="edit even if a key or value is not a word the model knows (no caption of its corpus names it, "
+        "or its tokenizer only spells it out)",
+    )
+    add_options(p, CacheSettings)  # --no-cache
+    add_method_args(p)  # --method and every method's settings: --lam, --templates, --corpus..., --steps, --lr, ...
     p.set_defaults(func=run_edit)
 
     a = sub.add_parser("apply", help="apply an edit file to a model and save the edited pipeline")
@@ -84,18 +74,6 @@ def parse_pairs(args: argparse.Namespace) -> list[tuple[str, str]]:
     return pairs
 
 
-def read_templates(path: str | None) -> list[str] | None:
-    if path is None:
-        return None
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"templates file {path!r} does not exist")
-    templates = [line.strip() for line in file.read_text().splitlines() if line.strip() and not line.startswith("#")]
-    from locedit.edit.quickfix import check_templates
-
-    return list(check_templates(templates))
-
-
 def check_output_file(path: str | None, flag: str) -> None:
     if path is not None and Path(path).is_dir():
         raise InvalidInputError(f"{flag} {path!r} is a folder; give a file name such as edit.safetensors")
@@ -109,7 +87,7 @@ def check_outputs(args: argparse.Namespace) -> None:
     check_output_file(args.lora, "--lora")
     check_output_dir(args.save_pipeline)
     if not (args.out or args.lora or args.save_pipeline):
-        print("note: no --out, --lora or --save-pipeline given: the edit is computed and reported, not saved")
+        say(args, "note: no --out, --lora or --save-pipeline given: the edit is computed and reported, not saved")
 
 
 def check_output_dir(path: str | None) -> None:
@@ -124,28 +102,13 @@ def save_pipeline_atomically(pipe, out_dir: str) -> None:
 
 
 def run_edit(args) -> int:
-    from locedit.edit import quickfix
+    from locedit.edit import QuickFixConfig, quickfix
 
     method = check_method_args(args)
     if method != "quickfix":
         return run_baseline_edit(args, method)
     pairs = parse_pairs(args)
-    templates = read_templates(args.templates)
-    if args.lam is not None and not args.lam > 0:
-        raise InvalidInputError(f"--lam must be > 0 (got {args.lam})")
-    if args.corpus_weight is not None and args.corpus_weight < 0:
-        raise InvalidInputError(f"--corpus-weight must be >= 0 (got {args.corpus_weight})")
-    if args.corpus_keys is not None and args.corpus_keys < 0:
-        raise InvalidInputError(f"--corpus-keys must be >= 0 (got {args.corpus_keys}); 0 uses the templates only")
-    if args.vocab_weight is not None and (args.vocab_weight < 0 or (args.vocab_weight > 0 and args.module == "attn_out")):
-        raise InvalidInputError(f"--vocab-weight must be >= 0 and goes with --module attn_v (got {args.vocab_weight})")
-    corpus = None
-    if args.corpus is not None:
-        from locedit.edit.quickfix import read_corpus
-
-        corpus = read_corpus(args.corpus)
-        if not corpus:
-            raise InvalidInputError(f"corpus file {args.corpus!r} has no captions")
+    config = settings_from_args(QuickFixConfig, args)  # checked; --templates and --corpus files read
     check_outputs(args)
 
     pipe = load_model(args)
@@ -156,16 +119,13 @@ def run_edit(args) -> int:
     if problems and not args.force:
         raise InvalidInputError("; ".join(problems) + "; check the spelling, or pass --force to edit anyway")
     for problem in problems:
-        print(f"note: editing anyway (--force): {problem}")
-    with disk_cache(False) if args.no_cache else nullcontext(), warnings.catch_warnings():
+        say(args, f"note: editing anyway (--force): {problem}")
+    cache = settings_from_args(CacheSettings, args)
+    with disk_cache(False) if not cache.enabled else nullcontext(), warnings.catch_warnings():
         warnings.simplefilter("ignore", UnknownConceptWarning)  # reported above
-        edit = quickfix(
-            pipe, pairs, preserve=args.preserve, templates=templates, lam=args.lam, positions=args.positions,
-            encoder=args.encoder, corpus=corpus, corpus_weight=args.corpus_weight, corpus_keys=args.corpus_keys,
-            module=args.module, vocab_weight=args.vocab_weight,
-        )
+        edit = quickfix(pipe, pairs, preserve=args.preserve, config=config)
     print(edit.summary())
-    print(f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")
+    say(args, f"edit took {edit.meta['seconds'] * 1000:.1f} ms (capture + solve)")
     write_outputs(args, pipe, edit)
     return 0
 
@@ -180,14 +140,19 @@ def write_outputs(args: argparse.Namespace, pipe, edit) -> None:
         ranks, errors = report["ranks"], report["rel_errors"]
         if len(ranks) <= 4:
             for name, rank in ranks.items():
-                print(f"wrote LoRA {args.lora} ({args.lora_format}): {name} rank {rank}, relative error {errors[name]:.2e}")
+                print(
+                    f"wrote LoRA {args.lora} ({args.lora_format}): {name} rank {rank}, "
+                    f"relative error {errors[name]:.2e}"
+                )
         else:
-            print(f"wrote LoRA {args.lora} ({args.lora_format}): {len(ranks)} weights, ranks {min(ranks.values())}-"
-                  f"{max(ranks.values())}, largest relative error {max(errors.values()):.2e}")
+            print(
+                f"wrote LoRA {args.lora} ({args.lora_format}): {len(ranks)} weights, ranks {min(ranks.values())}-"
+                f"{max(ranks.values())}, largest relative error {max(errors.values()):.2e}"
+            )
     if args.save_pipeline:
         t0 = time.perf_counter()
         edit.apply(pipe)
-        print(f"applied in {(time.perf_counter() - t0) * 1000:.1f} ms")
+        say(args, f"applied in {(time.perf_counter() - t0) * 1000:.1f} ms")
         save_pipeline_atomically(pipe, args.save_pipeline)
         print(f"saved edited pipeline to {args.save_pipeline}")
 

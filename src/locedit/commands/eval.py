@@ -1,0 +1,119 @@
+"""`locedit eval`: judge an edit file on a model with a suite, image by image, against a null control."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from locedit.commands.common import add_model_args, add_options, load_model, settings_from_args
+from locedit.errors import InvalidInputError
+from locedit.evaluate.edit_eval import EvalSettings
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="judge an edit: efficacy, generality, specificity groups, null control",
+        description="Generate every suite prompt with its seed before and after the edit (and with a random ΔW of "
+        "the edit's norm, the null control), judge each image, and report rates with 95%% intervals.",
+    )
+    add_model_args(p)
+    p.add_argument("edit", metavar="EDIT", help="edit file written by `locedit edit --out`")
+    p.add_argument(
+        "--suite",
+        default="builtin",
+        help="JSONL suite (fields: prompt, group, seed, expect, key, target, key_text, value_text) or "
+        "'builtin' (generated from the built-in world for the edit's pair; default)",
+    )
+    p.add_argument(
+        "--split",
+        choices=["test", "dev"],
+        default="test",
+        help="builtin suite: held-out phrasings to use (default test)",
+    )
+    p.add_argument(
+        "--per-group", type=int, default=40, metavar="N", help="builtin suite: prompts per group (default 40)"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="builtin suite: seed of the records and generation seeds (default 0)"
+    )
+    p.add_argument(
+        "--judge", default=None, help="builtin (built-in models; default there) or clip:PATH (a local CLIP folder)"
+    )
+    p.add_argument(
+        "--tolerance", type=float, default=2.0, help="clip judge: CLIP-Score points a kept prompt may lose (default 2)"
+    )
+    add_options(p, EvalSettings)  # --steps, --guidance, --batch, --no-null
+    p.add_argument(
+        "--allow-overlap",
+        action="store_true",
+        help="evaluate even if suite prompts are captions the edit was fitted on",
+    )
+    p.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="results folder to create (results.json, results.csv, items.jsonl, grids)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from tqdm.auto import tqdm
+
+    from locedit.edit import Edit
+    from locedit.evaluate.judges import ClipJudge, make_judge
+    from locedit.evaluate.results import summary_table, write_results
+    from locedit.evaluate.run import evaluate
+    from locedit.evaluate.suite import read_suite
+
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise FileExistsError(f"--out {args.out!r} exists and is not empty; choose a new folder")
+    if args.per_group < 1:
+        raise InvalidInputError(f"--per-group must be >= 1 (got {args.per_group})")
+    settings = settings_from_args(EvalSettings, args)
+    suite = (
+        args.suite if args.suite == "builtin" else read_suite(args.suite)
+    )  # a bad suite fails before the model loads
+    edit = Edit.load(args.edit)
+    judge_spec = args.judge or ("builtin" if args.model.startswith("builtin:") else None)
+    if judge_spec is None:
+        raise InvalidInputError("no judge for this model: give --judge clip:PATH (a local transformers CLIP folder)")
+    if args.suite == "builtin" and not args.model.startswith("builtin:"):
+        raise InvalidInputError("the builtin suite is for built-in models; give --suite FILE (JSONL) for this model")
+    judge = (
+        ClipJudge(judge_spec.removeprefix("clip:"), tolerance=args.tolerance)
+        if judge_spec.startswith("clip:")
+        else make_judge(judge_spec)
+    )
+    if suite == "builtin":
+        from locedit.builtin.edit_suite import suite_for_edit
+
+        suite = suite_for_edit(edit, args.per_group, args.seed, args.split)
+    pipe = load_model(args)
+    with tqdm(total=(2 + settings.null) * len(suite), desc="eval", unit="image", disable=args.quiet) as bar:
+        report, info = evaluate(
+            pipe, edit, suite, judge, settings, allow_overlap=args.allow_overlap, progress=bar.update
+        )
+    config = {
+        "model": args.model,
+        "edit": str(args.edit),
+        "edit_meta": {k: v for k, v in edit.meta.items() if k != "fit_captions"},
+        "steps": settings.steps,
+        "guidance": settings.guidance,
+        "null": settings.null,
+        "split": args.split,
+        "per_group": args.per_group,
+        "seed": args.seed,
+        **info,
+        "suite": args.suite if args.suite != "builtin" else f"builtin ({args.split} split)",
+    }
+    write_results(report, out, config)
+    print(summary_table(report))
+    if info["overlap"]:
+        print(
+            f"warning: {len(info['overlap'])} suite prompt(s) were fitted on (--allow-overlap): "
+            "those rates are in-sample"
+        )
+    print(f"results written to {args.out}/ (results.json, results.csv, items.jsonl, grid-*.png)")
+    return 0
