@@ -54,7 +54,7 @@ def evaluate(
     """
     check_edit_fits(pipe, edit)
     if isinstance(suite, (str, Path)) and str(suite) in SUITES:
-        items, source = make_suite(str(suite), edit, per_group, seed, split), f"{suite} ({split} split)"
+        items, source = make_suite(str(suite), edit, per_group, seed, split, pipe=pipe), f"{suite} ({split} split)"
     elif isinstance(suite, (str, Path)):
         items, source = read_suite(suite), str(suite)
     else:

@@ -137,15 +137,16 @@ SUITES: dict[str, SuiteFactory] = {}
 
 
 def register_suite(name: str, factory: SuiteFactory) -> None:
-    """Make the suite name `name` build `factory(edit, per_group=..., seed=..., split=...)`."""
+    """Make the suite name `name` build `factory(edit, per_group=..., seed=..., split=..., pipe=...)`."""
     SUITES[name] = factory
 
 
-def make_suite(name: str, edit, per_group: int = 40, seed: int = 0, split: str = "test") -> list[EvalItem]:
-    """The generated suite `name` for `edit`: `per_group` items per group, drawn with `seed`, in `split`."""
+def make_suite(name: str, edit, per_group: int = 40, seed: int = 0, split: str = "test", pipe=None) -> list[EvalItem]:
+    """The generated suite `name` for `edit`: `per_group` items per group, drawn with `seed`, in `split`,
+    for the model `pipe` (None: the suite's default model)."""
     if name not in SUITES:
         raise SuiteError(f"unknown suite {name!r}; give a JSONL suite file, or one of: {', '.join(SUITES) or 'none'}")
-    return SUITES[name](edit, per_group=per_group, seed=seed, split=split)
+    return SUITES[name](edit, per_group=per_group, seed=seed, split=split, pipe=pipe)
 
 
 def normalize_caption(text: str) -> str:
