@@ -78,14 +78,15 @@ def test_assembled_folder(straight):
     assert pipe.unet.config.sample_size == 12 and pipe.vae.config.sample_size == 48
     img = pipe("a large orange heart on the left on a wavy background", num_inference_steps=2, output_type="pt").images
     assert img.shape == (1, 3, 48, 48) and torch.isfinite(img).all()
-    # the CLIP folder's text tower is the pipeline's text encoder, bit for bit
+    # the CLIP folder's text tower is the pipeline's text encoder, stored in float16
     clip = CLIPModel.from_pretrained(str(folder / "clip"), local_files_only=True)
     text = CLIPTextModel.from_pretrained(str(folder / "text_encoder"), local_files_only=True)
     clip_text = T._text_transformer(clip.text_model).state_dict()
     for key, value in T._text_transformer(text).state_dict().items():
-        assert torch.equal(value, clip_text[key]), key
+        assert clip_text[key].dtype == torch.float16 and torch.equal(value.half(), clip_text[key]), key
     scorer = make_scorer(f"clip:{folder / 'clip'}")
-    assert scorer is not None
+    assert scorer.model.dtype == torch.float32
+    assert scorer.score_texts(img, ["a red star", "a blue ring"]).shape == (1, 2)
     clf = ShapesClassifier.load(folder / "classifier.safetensors", SCENES_WORLD)
     assert set(clf.predict(img)[0]) == {"colour", "shape", "style", "size", "position"}
     assert "retrieval_seen_attr_position" in metrics["clip"]

@@ -131,8 +131,9 @@ def scenes_config() -> TrainConfig:
     CLIP BPE, context 77) and a ViT tower whose CLIPModel ships for CLIP-Score.
 
     Budget (issue 10): shipped weights ≤ 40 MB, each stage ≤ 90 minutes on a 2-core CPU. The text encoder is
-    stored twice (pipeline and CLIP folder), so the vocabulary is CLIP's BPE cut to its first 16,000 merges
-    (16,514 tokens × 128 = 2.1M parameters) rather than all 49,408 (6.3M, twice).
+    stored twice (pipeline, float32, 16.0 MB; CLIP folder, float16 with its ViT, 9.7 MB), so the vocabulary is
+    CLIP's BPE cut to its first 12,000 merges (12,514 tokens × 128 = 1.6M parameters) rather than all 49,408
+    (6.3M, twice). With the VAE (3.8 MB), UNet (6.1 MB) and classifier (2.1 MB): 37.7 MB.
     """
     return TrainConfig(
         world="scenes",
@@ -145,7 +146,7 @@ def scenes_config() -> TrainConfig:
             layers=12,
             heads=4,
             batch=256,
-            bpe_merges=16000,
+            bpe_merges=12000,
             context=77,
             train_context=32,
             tower="vit",
@@ -618,15 +619,19 @@ def save_text_encoder(text_encoder, folder: Path) -> None:
 
 
 def save_clip_model(clip, folder: Path, tokenizer_folder: Path) -> None:
-    """Save the CLIPModel as a self-contained CLIP folder (weights, tokenizer, image preprocessing), atomically.
+    """Save the CLIPModel as a self-contained CLIP folder (float16 weights, tokenizer, image preprocessing),
+    atomically. float16 halves the second copy of the text encoder in the shipped budget; locedit's CLIP
+    scorer computes in float32 on CPU.
 
     Images go in as [0,1] pixels normalised with mean 0.5 / std 0.5, i.e. the [-1,1] range it was trained on.
     """
+    import copy
+
     from transformers import CLIPImageProcessor
 
     size = clip.config.vision_config.image_size
     with atomic_dir(folder, replace=True) as tmp:
-        clip.save_pretrained(str(tmp), safe_serialization=True)
+        copy.deepcopy(clip).half().save_pretrained(str(tmp), safe_serialization=True)
         for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
             shutil.copyfile(tokenizer_folder / name, tmp / name)
         CLIPImageProcessor(
