@@ -23,7 +23,7 @@ import numpy as np
 from locedit.builtin import world
 from locedit.builtin.world import SHAPES_WORLD, World
 from locedit.errors import InvalidInputError
-from locedit.evaluate.suite import EvalItem, SuiteError, normalize_caption
+from locedit.evaluate.suite import EvalItem, SuiteError, SuiteSettings, normalize_caption
 
 DEV_TEMPLATES: tuple[str, ...] = world.HELD_OUT_TEMPLATES
 DEV_ENTITY_TEMPLATES: tuple[str, ...] = ("an image of {entity}",)
@@ -117,9 +117,9 @@ def _asks(record: world.Record, looks: dict[str, str]) -> bool:
 def edit_suite(
     key: str,
     value: str | None = None,
-    n: int = 40,
-    seed: int = 0,
-    split: str = "test",
+    n: int = SuiteSettings.per_group,
+    seed: int = SuiteSettings.seed,
+    split: str = SuiteSettings.split,
     exclude: Iterable[str] = (),
     w: World = SHAPES_WORLD,
 ) -> list[EvalItem]:
@@ -226,7 +226,7 @@ def world_of(pipe) -> World:
     raise SuiteError(f"no built-in world draws {size}×{size} images; the builtin suite is for builtin models")
 
 
-def suite_for_edit(edit, per_group: int = 40, seed: int = 0, split: str = "test", pipe=None) -> list[EvalItem]:
+def suite_for_edit(edit, *, per_group: int, seed: int, split: str, pipe=None) -> list[EvalItem]:
     """The suite of `edit` (one pair of world concepts): `edit_suite` of its pair, disjoint from its fit
     captions, in the world of `pipe`. Registered as the ``builtin`` suite (locedit.builtin.plugins)."""
     pairs = edit.meta.get("pairs") or []
