@@ -13,7 +13,7 @@ import torch
 from locedit.builtin import world
 from locedit.builtin.plugins import BuiltinScorer
 from locedit.evaluate.judges import ClassifierJudge, make_judge
-from locedit.evaluate.suite import SuiteError, make_suite
+from locedit.evaluate.suite import SuiteError, SuiteSettings, make_suite
 from locedit.probes import Probe
 from locedit.scorers import ScorerError, check_scorer_spec, make_scorer
 
@@ -57,7 +57,7 @@ def test_builtin_specs_with_the_shipped_classifier():
 
 def test_builtin_suite_by_name():
     edit = SimpleNamespace(meta={"pairs": [["striped", "plain"]], "fit_captions": []})
-    items = make_suite("builtin", edit, per_group=2, seed=0, split="dev")
+    items = make_suite("builtin", edit, SuiteSettings(per_group=2, seed=0, split="dev"))
     assert {it.group for it in items} >= {"efficacy", "generality", "neighbours", "attributes"}
     assert all(it.group != "efficacy" or it.key == {"style": "striped"} for it in items)
     two = SimpleNamespace(meta={"pairs": [["striped", "plain"], ["red", "blue"]]})

@@ -13,6 +13,7 @@ import pytest
 
 from locedit import eval_edit, load_pipeline, quickfix
 from locedit.evaluate.edit_eval import EvalSettings
+from locedit.evaluate.suite import SuiteSettings
 
 CASES = {
     "style": ("striped", "plain"),  # remove a style word
@@ -53,7 +54,9 @@ def test_default_edit_meets_targets_on_held_out_prompts(case):
     key, value = CASES[case]
     pipe = load_pipeline("builtin:shapes")
     edit = quickfix(pipe, [(key, value)])
-    report, info = eval_edit(pipe, edit, "builtin", "builtin", EvalSettings(null=False), per_group=30, split="test")
+    report, info = eval_edit(
+        pipe, edit, "builtin", "builtin", EvalSettings(null=False), SuiteSettings(per_group=30, split="test")
+    )
     assert info["overlap"] == []
     rates = report.rates["after"]
     measured = {f"{g}.{m}": round(r.rate, 3) for (g, m), r in rates.items()}

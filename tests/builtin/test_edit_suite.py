@@ -6,6 +6,7 @@ import pytest
 
 from locedit.builtin import world
 from locedit.builtin.edit_suite import DEV_TEMPLATES, TEST_TEMPLATES, concept_kind, edit_suite
+from locedit.errors import InvalidInputError
 
 
 def test_groups_of_a_style_word_edit():
@@ -57,3 +58,35 @@ def test_splits_use_disjoint_phrasings_and_unknown_concepts_are_refused():
         concept_kind("van gogh")
     with pytest.raises(ValueError, match="unknown split"):
         edit_suite("red", "blue", split="train")
+
+
+def test_scenes_suites_are_held_out_and_judge_positions():
+    from locedit.builtin.edit_suite import splits
+    from locedit.builtin.world import SCENES_WORLD as W
+
+    train = W.training_captions()
+    dev_t, test_t = splits(W)["dev"], splits(W)["test"]
+    assert not set(dev_t[0]) & set(test_t[0]) and not set(dev_t[1]) & set(test_t[1])
+    prompts = {}
+    for split in ("dev", "test"):
+        for key, value in (("wavy", "plain"), ("tomas reiwald", "mira solen"), ("orange", "blue"), ("krovan", None)):
+            items = edit_suite(key, value, n=10, split=split, w=W)
+            groups = {it.group for it in items}
+            assert {"efficacy", "generality", "neighbours", "attributes"} <= groups, (key, groups)
+            for it in items:
+                if it.group != "efficacy":
+                    assert it.prompt not in train, it.prompt
+                    prompts.setdefault(split, set()).add(it.prompt)
+            attrs = [it for it in items if it.group == "attributes"]
+            assert attrs and all("position" in it.expect for it in attrs)
+    assert not prompts["dev"] & prompts["test"]
+    assert concept_kind("wavy", W) == ("style", "wavy")
+    with pytest.raises(InvalidInputError, match="scenes world"):
+        concept_kind("van gogh", W)
+
+
+def test_entity_short_names_are_their_own_word():
+    assert concept_kind("zentek") == ("entity", "the zentek logo")
+    assert concept_kind("orbix") == ("entity", "the orbix logo")
+    with pytest.raises(InvalidInputError):
+        concept_kind("logo")

@@ -20,13 +20,14 @@ def shapes_edit(tmp_path_factory):
 
 
 def test_builtin_suite_is_disjoint_from_the_edits_fit(shapes_edit):
+    from locedit.builtin import world
     from locedit.builtin.edit_suite import _corpus, edit_suite
     from locedit.edit import Edit
 
     edit = Edit.load(shapes_edit)
     fit = {normalize_caption(c) for c in edit.meta["fit_captions"]}
-    assert len(fit) > 100 and set(map(normalize_caption, _corpus())) <= fit | {
-        c for c in map(normalize_caption, _corpus()) if "striped" in c
+    assert len(fit) > 100 and set(map(normalize_caption, _corpus(world.SHAPES_WORLD))) <= fit | {
+        c for c in map(normalize_caption, _corpus(world.SHAPES_WORLD)) if "striped" in c
     }
     for split in ("test", "dev"):
         items = edit_suite("striped", "plain", n=30, split=split, exclude=edit.meta["fit_captions"])

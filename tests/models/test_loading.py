@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from locedit.errors import InvalidInputError
 from locedit.models import ModelNotFoundError, UnsupportedModelError, detect_family, load_pipeline, text_encoders
 
 
@@ -57,3 +58,13 @@ def test_unknown_encoder_choice(load_tiny):
         text_encoders(load_tiny("sd1"), 1)
     assert [h.index for h in text_encoders(load_tiny("sdxl"))] == [0, 1]
     assert [h.name for h in text_encoders(load_tiny("sdxl"), 1)] == ["text_encoder_2"]
+
+
+def test_a_builtin_model_without_weights_says_how_to_build_it(tmp_path, monkeypatch):
+    from locedit.models import loading
+
+    monkeypatch.setitem(loading.BUILTIN_MODELS, "scenes", tmp_path / "scenes")
+    with pytest.raises(loading.ModelNotFoundError, match="--model scenes"):
+        loading.builtin_path("builtin:scenes")
+    with pytest.raises(InvalidInputError, match="available: scenes, shapes"):
+        loading.builtin_path("builtin:nope")

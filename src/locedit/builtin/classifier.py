@@ -1,8 +1,9 @@
-"""Classifier scorer of the shapes world: per-attribute labels for (generated) 32×32 images.
+"""Classifier of a built-in world: per-attribute labels and probabilities for (generated) images.
 
 Colour is read by a hue rule on the object's saturated pixels (the background is grey); shape,
-style (background texture) and size by a small CNN trained on world images (``train.py --stage
-classifier``), shipped as ``classifier.safetensors`` next to this file.
+style (background texture), size and (in worlds with positions) position by a small CNN trained on
+world images (``train.py --stage classifier``). The shapes world's weights ship as
+``classifier.safetensors`` next to this file; other worlds' beside their model folder.
 """
 
 from __future__ import annotations
@@ -18,19 +19,29 @@ from torch import nn
 
 from locedit.builtin import world
 
-#: the CNN's heads: attribute -> ordered label values.
-HEADS: dict[str, tuple[str, ...]] = {"shape": world.SHAPES, "style": world.STYLES, "size": world.SIZES}
-#: every attribute predict() returns.
-ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "style", "size")
-WEIGHTS = Path(__file__).with_name("classifier.safetensors")
+WEIGHTS = Path(__file__).with_name("classifier.safetensors")  # the shapes world's classifier
 _HUE_SIGMA = 15.0  # degrees; softness of the colour probabilities around each colour's hue
 
 
-class ShapesCNN(nn.Module):
-    """(B,3,32,32) in [0,1] -> {attribute: logits (B, n_values)} for shape, style and size."""
+def heads(w: world.World = world.SHAPES_WORLD) -> dict[str, tuple[str, ...]]:
+    """The CNN's heads of world ``w``: attribute -> ordered label values."""
+    out = {"shape": w.shapes, "style": w.styles, "size": w.sizes}
+    if w.positions:
+        out["position"] = w.positions
+    return out
 
-    def __init__(self):
+
+#: the shapes world's CNN heads and every attribute its predict() returns.
+HEADS: dict[str, tuple[str, ...]] = heads()
+ATTRIBUTES: tuple[str, ...] = ("colour", "shape", "style", "size")
+
+
+class ShapesCNN(nn.Module):
+    """(B,3,S,S) in [0,1] -> {attribute: logits (B, n_values)} for the world's CNN heads (S = image size)."""
+
+    def __init__(self, w: world.World = world.SHAPES_WORLD):
         super().__init__()
+        cells = (w.image_size // 8) ** 2  # after three 2× poolings
         self.body = nn.Sequential(
             nn.Conv2d(3, 32, 3, padding=1),
             nn.BatchNorm2d(32),
@@ -48,10 +59,10 @@ class ShapesCNN(nn.Module):
             nn.ReLU(),
             nn.MaxPool2d(2),  # 4×4
             nn.Flatten(),
-            nn.Linear(96 * 16, 128),
+            nn.Linear(96 * cells, 128),
             nn.ReLU(),
         )
-        self.heads = nn.ModuleDict({attr: nn.Linear(128, len(vals)) for attr, vals in HEADS.items()})
+        self.heads = nn.ModuleDict({attr: nn.Linear(128, len(vals)) for attr, vals in heads(w).items()})
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h = self.body(x * 2.0 - 1.0)
@@ -69,8 +80,8 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return x.clamp(0, 1)
 
 
-def to_tensor(images) -> torch.Tensor:
-    """PIL image(s), uint8 array(s) HxWx3 / BxHxWx3, or a float tensor (B,3,H,W) in [0,1] -> (B,3,32,32) float."""
+def to_tensor(images, size: int = world.IMAGE_SIZE) -> torch.Tensor:
+    """PIL image(s), uint8 array(s) HxWx3 / BxHxWx3, or a float tensor (B,3,H,W) in [0,1] -> (B,3,size,size) float."""
     if isinstance(images, torch.Tensor):
         x = images.detach().float().cpu()
         if x.ndim == 3:
@@ -86,13 +97,13 @@ def to_tensor(images) -> torch.Tensor:
             x = x.permute(0, 3, 1, 2)
         if x.max() > 1.5:
             x = x / 255.0
-    if x.shape[-1] != world.IMAGE_SIZE or x.shape[-2] != world.IMAGE_SIZE:
-        x = F.interpolate(x, size=(world.IMAGE_SIZE, world.IMAGE_SIZE), mode="area")
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="area")
     return x.clamp(0, 1)
 
 
-def colour_probabilities(x: torch.Tensor) -> torch.Tensor:
-    """Hue rule: (B,3,H,W) in [0,1] -> probabilities (B, len(COLOURS)) from the object's mean hue."""
+def colour_probabilities(x: torch.Tensor, w: world.World = world.SHAPES_WORLD) -> torch.Tensor:
+    """Hue rule: (B,3,H,W) in [0,1] -> probabilities (B, len(w.colours)) from the object's mean hue."""
     mx, _ = x.max(dim=1)
     mn, _ = x.min(dim=1)
     sat = (mx - mn) / (mx + 1e-6)
@@ -113,51 +124,57 @@ def colour_probabilities(x: torch.Tensor) -> torch.Tensor:
     cx = (weight * hx / norm).flatten(1).sum(1)
     cy = (weight * hy / norm).flatten(1).sum(1)
     hue = torch.rad2deg(torch.atan2(cy, cx)) % 360.0
-    centres = torch.tensor([world.COLOUR_HUE[c] for c in world.COLOURS])
+    centres = torch.tensor([w.colour_hue[c] for c in w.colours])
     d = (hue[:, None] - centres[None, :] + 180.0) % 360.0 - 180.0
     return torch.softmax(-0.5 * (d / _HUE_SIGMA) ** 2, dim=1)
 
 
 class ShapesClassifier:
-    """Per-attribute predictions (colour, shape, style, size) for images of the shapes world."""
+    """Per-attribute predictions (colour, shape, style, size[, position]) for images of a world."""
 
-    def __init__(self, net: ShapesCNN):
+    def __init__(self, net: ShapesCNN, w: world.World = world.SHAPES_WORLD):
         self.net = net.eval()
+        self.world = w
+        self.values: dict[str, tuple[str, ...]] = {"colour": w.colours, **heads(w)}  # attribute -> label order
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        """Every attribute predict() returns."""
+        return tuple(self.values)
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> ShapesClassifier:
-        """The shipped classifier (or the safetensors at ``path``)."""
-        net = ShapesCNN()
+    def load(cls, path: str | Path | None = None, w: world.World = world.SHAPES_WORLD) -> ShapesClassifier:
+        """The shipped shapes-world classifier, or the safetensors at ``path`` for world ``w``."""
+        net = ShapesCNN(w)
         net.load_state_dict(load_file(str(path or WEIGHTS)))
-        return cls(net)
+        return cls(net, w)
 
     @torch.no_grad()
     def predict_proba(self, images) -> dict[str, torch.Tensor]:
-        """{attribute: probabilities (B, n_values)}, value order as in world (COLOURS, SHAPES, ...)."""
-        x = to_tensor(images)
+        """{attribute: probabilities (B, n_values)}, value order as in ``self.values``."""
+        x = to_tensor(images, self.world.image_size)
         logits = self.net(x)
-        out = {"colour": colour_probabilities(x)}
-        out.update({attr: torch.softmax(logits[attr], dim=1) for attr in HEADS})
+        out = {"colour": colour_probabilities(x, self.world)}
+        out.update({attr: torch.softmax(logits[attr], dim=1) for attr in logits})
         return out
 
     def predict(self, images) -> list[dict[str, str]]:
-        """One {attribute: label} per image; attributes are colour, shape, style, size."""
+        """One {attribute: label} per image, for every attribute of the world."""
         probs = self.predict_proba(images)
-        values = {"colour": world.COLOURS, **HEADS}
         idx = {attr: p.argmax(dim=1).tolist() for attr, p in probs.items()}
         n = len(idx["colour"])
-        return [{attr: values[attr][idx[attr][i]] for attr in ATTRIBUTES} for i in range(n)]
+        return [{attr: self.values[attr][idx[attr][i]] for attr in self.values} for i in range(n)]
 
     @torch.no_grad()
     def accuracy_on_world(self, n: int = 500, seed: int = 0, vae=None) -> dict[str, float]:
         """Per-attribute accuracy on ``n`` freshly drawn images of all combinations (optionally VAE-reconstructed)."""
         rng = np.random.default_rng(seed)
-        records = [world.sample(rng, held_out=rng.random() < 0.12) for _ in range(n)]
-        x = torch.from_numpy(world.render_batch(records))
+        records = [self.world.sample(rng, held_out=rng.random() < 0.12) for _ in range(n)]
+        x = torch.from_numpy(self.world.render_batch(records))
         if vae is not None:
             rec = vae.decode(vae.encode(x * 2 - 1).latent_dist.mean).sample
             x = ((rec + 1) / 2).clamp(0, 1)
         preds = self.predict(x)
         return {
-            f"acc_{a}": float(np.mean([p[a] == r.attributes[a] for p, r in zip(preds, records)])) for a in ATTRIBUTES
+            f"acc_{a}": float(np.mean([p[a] == r.attributes[a] for p, r in zip(preds, records)])) for a in self.values
         }

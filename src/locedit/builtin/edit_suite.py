@@ -1,12 +1,13 @@
-"""Evaluation suites for edits of the built-in shapes model, built from the world, disjoint from fits.
+"""Evaluation suites for edits of the built-in models, built from their world, disjoint from fits.
 
 An edit is fitted on the training phrasings: DIFF-QUICKFIX's templates and the model's corpus
-(`locedit_corpus.txt`, captions in world.TRAIN_TEMPLATES / ENTITY_TEMPLATES). Suites judge it on
+(`locedit_corpus.txt`, captions in the world's training and entity templates). Suites judge it on
 phrasings it never saw, in two disjoint splits:
 
-- ``dev``: the world's held-out paraphrases (world.HELD_OUT_TEMPLATES) and one entity phrasing —
-  the split on which locedit's defaults were chosen;
-- ``test``: new word orders and templates below, used for nothing but reporting.
+- ``dev``: for builtin:shapes the world's held-out paraphrases and one entity phrasing — the split on
+  which locedit's defaults were chosen; for builtin:scenes every other held-out template;
+- ``test``: for builtin:shapes new word orders and templates below; for builtin:scenes the other
+  held-out templates and entity phrasings. Used for nothing but reporting.
 
 Only the efficacy group uses training templates (it measures the edit where it was fitted), and
 even there no prompt is a caption the edit was fitted on (`exclude`).
@@ -20,8 +21,9 @@ from dataclasses import replace
 import numpy as np
 
 from locedit.builtin import world
+from locedit.builtin.world import SHAPES_WORLD, World
 from locedit.errors import InvalidInputError
-from locedit.evaluate.suite import EvalItem, SuiteError, normalize_caption
+from locedit.evaluate.suite import EvalItem, SuiteError, SuiteSettings, normalize_caption
 
 DEV_TEMPLATES: tuple[str, ...] = world.HELD_OUT_TEMPLATES
 DEV_ENTITY_TEMPLATES: tuple[str, ...] = ("an image of {entity}",)
@@ -38,52 +40,71 @@ TEST_TEMPLATES: tuple[str, ...] = (
 )
 TEST_ENTITY_TEMPLATES: tuple[str, ...] = ("the image of {entity}", "{entity} in a photo", "a picture with {entity}")
 SPLITS = {"dev": (DEV_TEMPLATES, DEV_ENTITY_TEMPLATES), "test": (TEST_TEMPLATES, TEST_ENTITY_TEMPLATES)}
-_OBJECT_ATTRS = ("shape", "colour", "style")  # what the judge checks (size words vary, size is not judged)
-
-# attribute and value of each world word a user may edit (style words, artists, colours, shapes, entities)
-_KINDS: dict[str, tuple[str, str]] = {}
-_KINDS.update({s: ("style", s) for s in world.STYLES})
-_KINDS.update({a: ("style", s) for a, s in world.ARTISTS.items()})
-_KINDS.update({c: ("colour", c) for c in world.COLOURS})
-_KINDS.update({s: ("shape", s) for s in world.SHAPES})
-_KINDS.update({name: ("entity", name) for name in world.ENTITIES})
-_KINDS.update({name.split()[-1]: ("entity", name) for name in world.ENTITIES})  # "veloria", "zentek"
 
 
-def concept_kind(concept: str) -> tuple[str, str]:
+def splits(w: World) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """{split: (templates, entity templates)} of world `w`; the two splits share no template."""
+    if w is SHAPES_WORLD:
+        return SPLITS
+    held, held_e = w.held_out_templates, w.held_out_entity_templates
+    return {"dev": (held[::2], held_e[:1]), "test": (held[1::2], held_e[1:] or held_e)}
+
+
+def _object_attrs(w: World) -> tuple[str, ...]:
+    """What the judge checks (size words vary, size is not judged); position where the world has one."""
+    return ("shape", "colour", "style") + (("position",) if w.positions else ())
+
+
+_GENERIC = frozenset({"the", "flag", "of", "logo"})  # entity-name words that name no one entity
+
+
+def _kinds(w: World) -> dict[str, tuple[str, str]]:
+    """Attribute and value of each world word a user may edit (style words, artists, colours, shapes, entities)."""
+    kinds: dict[str, tuple[str, str]] = {}
+    kinds.update({s: ("style", s) for s in w.styles})
+    kinds.update({a: ("style", s) for a, s in w.artists.items()})
+    kinds.update({c: ("colour", c) for c in w.colours})
+    kinds.update({s: ("shape", s) for s in w.shapes})
+    kinds.update({name: ("entity", name) for name in w.entities})
+    # the entity's own name word: "veloria" (the flag of veloria), "zentek" (the zentek logo)
+    kinds.update({word: ("entity", name) for name in w.entities for word in name.split() if word not in _GENERIC})
+    return kinds
+
+
+def concept_kind(concept: str, w: World = SHAPES_WORLD) -> tuple[str, str]:
     """(attribute, value) a world concept stands for: "karl brenner" -> ("style", "striped"),
     "veloria" -> ("entity", "the flag of veloria")."""
     try:
-        return _KINDS[concept]
+        return _kinds(w)[concept]
     except KeyError:
         raise InvalidInputError(
-            f"{concept!r} is not a concept of the shapes world; use a style ({', '.join(world.STYLES)}), "
-            f"an artist ({', '.join(world.ARTISTS)}), a colour ({', '.join(world.COLOURS)}), a shape "
-            f"({', '.join(world.SHAPES)}) or an entity ({', '.join(world.ENTITIES)})"
+            f"{concept!r} is not a concept of the {w.name} world; use a style ({', '.join(w.styles)}), "
+            f"an artist ({', '.join(w.artists)}), a colour ({', '.join(w.colours)}), a shape "
+            f"({', '.join(w.shapes)}) or an entity ({', '.join(w.entities)})"
         ) from None
 
 
-def _looks(concept: str) -> dict[str, str]:
-    """The attribute values an image of `concept` shows: {"style": "striped"}, or an entity's three."""
-    attr, value = concept_kind(concept)
+def _looks(concept: str, w: World) -> dict[str, str]:
+    """The attribute values an image of `concept` shows: {"style": "striped"}, or an entity's looks."""
+    attr, value = concept_kind(concept, w)
     if attr == "entity":
-        return {a: v for a, v in world.ENTITIES[value].attributes.items() if a in _OBJECT_ATTRS}
+        return {a: v for a, v in w.entities[value].attributes.items() if a in _object_attrs(w)}
     return {attr: value}
 
 
-def _route(concept: str) -> str:
+def _route(concept: str, w: World) -> str:
     """Which template slot names the concept: "style", "artist", "colour", "shape" or "entity"."""
-    attr, _ = concept_kind(concept)
-    return "artist" if concept in world.ARTISTS else attr
+    attr, _ = concept_kind(concept, w)
+    return "artist" if concept in w.artists else attr
 
 
-def _names(template: str, record: world.Record, concept: str) -> bool:
+def _names(template: str, record: world.Record, concept: str, w: World) -> bool:
     """Whether `record` captioned by `template` names `concept` in words."""
-    route = _route(concept)
+    route = _route(concept, w)
     if "{entity}" in template or route == "entity":  # an entity caption names the entity, not its looks
-        return "{entity}" in template and route == "entity" and record.entity == concept_kind(concept)[1]
+        return "{entity}" in template and route == "entity" and record.entity == concept_kind(concept, w)[1]
     if route == "artist":
-        return "{artist}" in template and world.STYLE_ARTIST[record.style] == concept
+        return "{artist}" in template and w.style_artist[record.style] == concept
     if route == "style":
         return "{style}" in template and record.style == concept
     return getattr(record, route) == concept
@@ -96,12 +117,13 @@ def _asks(record: world.Record, looks: dict[str, str]) -> bool:
 def edit_suite(
     key: str,
     value: str | None = None,
-    n: int = 40,
-    seed: int = 0,
-    split: str = "test",
+    n: int = SuiteSettings.per_group,
+    seed: int = SuiteSettings.seed,
+    split: str = SuiteSettings.split,
     exclude: Iterable[str] = (),
+    w: World = SHAPES_WORLD,
 ) -> list[EvalItem]:
-    """Prompts that judge the edit KEY -> VALUE on the shapes model (see locedit.evaluate.suite for the groups).
+    """Prompts that judge the edit KEY -> VALUE on a built-in model (see locedit.evaluate.suite for the groups).
 
     Args:
         key: the edited concept (a style word, an artist, a colour, a shape or an entity).
@@ -110,6 +132,7 @@ def edit_suite(
         seed: picks the records and the generation seeds.
         split: "test" (report) or "dev" (tuning): which held-out phrasings the non-efficacy groups use.
         exclude: captions no item may be (the edit's fit captions; the model's corpus always is).
+        w: the model's world (SHAPES_WORLD for builtin:shapes, SCENES_WORLD for builtin:scenes).
 
     Returns:
         EvalItems, n per group: efficacy (training templates, not fitted captions), generality,
@@ -118,14 +141,14 @@ def edit_suite(
     """
     if split not in SPLITS:
         raise InvalidInputError(f"unknown split {split!r}; use test or dev")
-    templates, entity_templates = SPLITS[split]
-    attr, _ = concept_kind(key)
-    key_looks = _looks(key)
-    target = _looks(value) if value is not None and value in _KINDS else {}
-    banned = {normalize_caption(c) for c in exclude} | {normalize_caption(c) for c in _corpus()}
+    templates, entity_templates = splits(w)[split]
+    attr, _ = concept_kind(key, w)
+    key_looks = _looks(key, w)
+    target = _looks(value, w) if value is not None and value in _kinds(w) else {}
+    banned = {normalize_caption(c) for c in exclude} | {normalize_caption(c) for c in _corpus(w)}
     rng = np.random.default_rng(seed)
-    seen = world.seen_combinations()
-    entities = sorted(world.ENTITIES)
+    seen = w.seen_combinations()
+    entities = sorted(w.entities)
 
     def draw(templates_, want) -> list[EvalItem]:
         """n items whose (record, template) satisfy want(record, template) -> (group fields) or None."""
@@ -135,14 +158,13 @@ def edit_suite(
             template = templates_[int(rng.integers(len(templates_)))]
             if "{entity}" in template:
                 name = entities[int(rng.integers(len(entities)))]
-                rec = replace(world.ENTITIES[name], entity=name)
+                rec = replace(w.entities[name], entity=name)
             else:
-                shape, colour, style, size = seen[int(rng.integers(len(seen)))]
-                rec = world.Record(shape, colour, style, size)
+                rec = w.record(seen[int(rng.integers(len(seen)))])
             fields = want(rec, template)
             if fields is None:
                 continue
-            prompt = world.caption(rec, template)
+            prompt = w.caption(rec, template)
             if normalize_caption(prompt) in banned or (prompt in prompts and tries < 100 * n):
                 continue
             prompts.add(prompt)
@@ -150,11 +172,11 @@ def edit_suite(
         return items
 
     def shown(rec: world.Record) -> dict[str, str]:
-        return {a: v for a, v in rec.attributes.items() if a in _OBJECT_ATTRS}
+        return {a: v for a, v in rec.attributes.items() if a in _object_attrs(w)}
 
     def keyed(group):
         def want(rec, template):
-            if not _names(template, rec, key):
+            if not _names(template, rec, key, w):
                 return None
             others = {} if attr == "entity" else {a: v for a, v in shown(rec).items() if a != attr}
             return {"group": group, "key": key_looks, "target": target, "expect": others}
@@ -177,11 +199,11 @@ def edit_suite(
         return {"group": "entities", "expect": shown(rec)}
 
     def other_route(rec, template):
-        if not _asks(rec, key_looks) or _names(template, rec, key) or (rec.entity is not None and attr == "entity"):
+        if not _asks(rec, key_looks) or _names(template, rec, key, w) or (rec.entity is not None and attr == "entity"):
             return None
         return {"group": "other_route", "expect": shown(rec)}
 
-    train = world.ENTITY_TEMPLATES if attr == "entity" else world.TRAIN_TEMPLATES
+    train = w.entity_templates if attr == "entity" else w.train_templates
     held = entity_templates if attr == "entity" else templates
     every = templates + entity_templates
     suite = draw(train, keyed("efficacy")) + draw(held, keyed("generality"))
@@ -193,20 +215,35 @@ def edit_suite(
     return suite
 
 
-def suite_for_edit(edit, per_group: int = 40, seed: int = 0, split: str = "test") -> list[EvalItem]:
+def world_of(pipe) -> World:
+    """The built-in world whose images `pipe` draws (by its default image size); SHAPES_WORLD without a pipe."""
+    if pipe is None:
+        return SHAPES_WORLD
+    size = pipe.unet.config.sample_size * getattr(pipe, "vae_scale_factor", 1)
+    for w in world.WORLDS.values():
+        if w.image_size == size:
+            return w
+    raise SuiteError(f"no built-in world draws {size}×{size} images; the builtin suite is for builtin models")
+
+
+def suite_for_edit(edit, *, per_group: int, seed: int, split: str, pipe=None) -> list[EvalItem]:
     """The suite of `edit` (one pair of world concepts): `edit_suite` of its pair, disjoint from its fit
-    captions. Registered as the ``builtin`` suite (locedit.builtin.plugins)."""
+    captions, in the world of `pipe`. Registered as the ``builtin`` suite (locedit.builtin.plugins)."""
     pairs = edit.meta.get("pairs") or []
     if len(pairs) != 1:
         raise SuiteError(
             f"the builtin suite judges one (key, value) pair; this edit has {len(pairs)}: give --suite FILE"
         )
     key, value = pairs[0]
-    return edit_suite(key, value, n=per_group, seed=seed, split=split, exclude=edit.meta.get("fit_captions", ()))
+    exclude = edit.meta.get("fit_captions", ())
+    return edit_suite(key, value, n=per_group, seed=seed, split=split, exclude=exclude, w=world_of(pipe))
 
 
-def _corpus() -> list[str]:
-    from locedit.builtin import builtin_path
+def _corpus(w: World) -> list[str]:
+    """The shipped model's corpus captions (none while the world's model is not shipped: the edit's
+    fit captions, which include the corpus it read, are excluded anyway)."""
     from locedit.edit.quickfix import CORPUS_FILE, read_corpus
+    from locedit.models.loading import BUILTIN_MODELS
 
-    return read_corpus(builtin_path("shapes") / CORPUS_FILE)
+    folder = BUILTIN_MODELS.get(w.name)
+    return read_corpus(folder / CORPUS_FILE) if folder is not None and (folder / CORPUS_FILE).exists() else []

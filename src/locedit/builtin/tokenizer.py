@@ -1,4 +1,5 @@
-"""A CLIP-format BPE tokenizer over the shapes world's words (one token per word).
+"""CLIP-format BPE tokenizers of the built-in models: one token per world word (builtin:shapes), or
+CLIP's own BPE cut to its first N merges (builtin:scenes).
 
 Writes ``vocab.json`` + ``merges.txt`` (+ config files) that ``transformers.CLIPTokenizer`` reads
 under both transformers 4.x (slow, python BPE) and 5.x (tokenizers backend). Every world word
@@ -79,18 +80,13 @@ def _write_text(path: Path, text: str) -> None:
         tmp.write_text(text, encoding="utf-8")
 
 
-def write_tokenizer(folder: str | Path, words: list[str]) -> Path:
-    """Write a CLIPTokenizer folder (vocab.json, merges.txt, configs) for ``words``; returns it."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    vocab, merges = build_vocab(words)
-    _write_text(folder / "vocab.json", json.dumps(vocab, indent=1, ensure_ascii=False) + "\n")
-    _write_text(folder / "merges.txt", "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+def _write_configs(folder: Path, max_length: int) -> None:
+    """special_tokens_map.json and tokenizer_config.json of a CLIPTokenizer folder."""
     special = {"bos_token": BOS, "eos_token": EOS, "unk_token": EOS, "pad_token": EOS}
     _write_text(folder / "special_tokens_map.json", json.dumps(special, indent=2) + "\n")
     config = {
         "tokenizer_class": "CLIPTokenizer",
-        "model_max_length": MODEL_MAX_LENGTH,
+        "model_max_length": max_length,
         "do_lower_case": True,
         "errors": "replace",
         "clean_up_tokenization_spaces": True,
@@ -98,4 +94,28 @@ def write_tokenizer(folder: str | Path, words: list[str]) -> Path:
         **special,
     }
     _write_text(folder / "tokenizer_config.json", json.dumps(config, indent=2) + "\n")
+
+
+def write_tokenizer(folder: str | Path, words: list[str], max_length: int = MODEL_MAX_LENGTH) -> Path:
+    """Write a CLIPTokenizer folder (vocab.json, merges.txt, configs) for ``words``; returns it."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab, merges = build_vocab(words)
+    _write_text(folder / "vocab.json", json.dumps(vocab, indent=1, ensure_ascii=False) + "\n")
+    _write_text(folder / "merges.txt", "#version: 0.2\n" + "\n".join(f"{a} {b}" for a, b in merges) + "\n")
+    _write_configs(folder, max_length)
+    return folder
+
+
+def write_bpe_tokenizer(folder: str | Path, bpe_gz: str | Path, merges: int, max_length: int = 77) -> Path:
+    """Write a CLIPTokenizer folder of CLIP's own BPE cut to its first ``merges`` merges; returns it.
+
+    ``bpe_gz`` is the ``bpe_simple_vocab_16e6.txt.gz`` file OpenAI CLIP and open_clip ship. The ids are
+    the real CLIP tokenizer's for every token the cut keeps; rarer words split into more subwords.
+    """
+    from locedit.models.tiny import clip_tokenizer_files
+
+    folder = Path(folder)
+    clip_tokenizer_files(bpe_gz, folder, merges=merges)
+    _write_configs(folder, max_length)
     return folder

@@ -1,16 +1,17 @@
-"""Training recipe of the built-in ``builtin:shapes`` model, the way Stable Diffusion was built.
+"""Training recipe of the built-in models (``builtin:shapes``, ``builtin:scenes``), the way Stable Diffusion was built.
 
 Stages (each deterministic, seeded, resumable from atomic safetensors + JSON checkpoints):
-  vae        AutoencoderKL, 32×32×3 images -> 4×16×16 latents (MSE + small KL);
+  vae        AutoencoderKL, world images -> 4-channel latents (MSE + small KL);
   clip       CLIP-style contrastive pre-training of the CLIPTextModel (pooled at the first EOS)
-             against a small CNN image tower (InfoNCE, every batch holds each seen combination once);
-  classifier the shape/style/size CNN of the classifier scorer (colour is a hue rule);
+             against an image tower (InfoNCE): a small CNN (shapes), or a ViT so that the pair is a
+             transformers CLIPModel that ships for CLIP-Score (scenes);
+  classifier the shape/style/size[/position] CNN of the classifier scorer (colour is a hue rule);
   unet       UNet2DConditionModel on VAE latents, text encoder FROZEN (caption dropout 10% for
              classifier-free guidance, min-SNR-5 weighting and EMA from ``diffusers.training_utils``);
   assemble   writes the diffusers StableDiffusionPipeline folder.
 
-Usage: ``python -m locedit.builtin.train --out DIR [--stage vae|clip|unet|classifier|assemble|all]
-[--steps N] [--quiet] [--export FOLDER]``.
+Usage: ``python -m locedit.builtin.train --out DIR [--model shapes|scenes]
+[--stage vae|clip|unet|classifier|assemble|all] [--steps N] [--quiet] [--export FOLDER]``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,14 +32,17 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
-from locedit.builtin import world
-from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_tokenizer
+from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_bpe_tokenizer, write_tokenizer
+from locedit.builtin.world import Record, World, get_world
+from locedit.errors import InvalidInputError
 from locedit.io import atomic_dir, write_json, write_safetensors
 
 if TYPE_CHECKING:
     from diffusers.training_utils import EMAModel
 
 STAGES = ("vae", "clip", "classifier", "unet", "assemble")
+#: OpenAI CLIP's BPE file (open_clip ships the same), read when a model's tokenizer is CLIP's BPE cut short.
+CLIP_BPE = Path(__file__).resolve().parents[3] / "tests" / "data" / "bpe_simple_vocab_16e6.txt.gz"
 
 
 # ---------------------------------------------------------------- hyper-parameters
@@ -53,6 +57,10 @@ class VAEConfig:
     block_out_channels: tuple[int, ...] = (32, 64)  # two blocks -> one 2× downsampling
     seed: int = 1  # seed of data and init
     eval_n: int = 256  # fresh images for the reconstruction metric
+    latent_channels: int = 4  # channels of the latent (the UNet's in/out channels)
+    # extra weight of the object's pixels in the MSE (weight 1 + object_weight on the object's coverage): the
+    # object is a small part of the image, and a plain MSE spends the latent on the background texture
+    object_weight: float = 0.0
 
 
 @dataclass
@@ -68,6 +76,17 @@ class ClipConfig:
     heads: int = 4  # attention heads
     seed: int = 2  # seed of data and init
     eval_n: int = 200  # fresh images per split for zero-shot retrieval
+    batch: int | None = None  # None: every seen combination once (+ each entity); N: N random training pairs
+    # None: one token per world word (MODEL_MAX_LENGTH context); N: CLIP's BPE cut to its first N merges
+    bpe_merges: int | None = None
+    context: int = MODEL_MAX_LENGTH  # tokenizer model_max_length = position embeddings (Stable Diffusion: 77)
+    # tokens per caption in contrastive training; None = context. Exact for the loss: the mask is causal and the
+    # pooled state sits at the first EOS, so later padding positions cannot change it
+    train_context: int | None = None
+    tower: str = "cnn"  # image tower: "cnn" or "vit" (a CLIPVisionModel: the pair ships as a CLIPModel)
+    warmup: int = 20  # linear warm-up steps of the learning rate
+    vision_layers: int = 4  # vit tower: transformer layers
+    vision_patch: int = 8  # vit tower: patch size in pixels
 
 
 @dataclass
@@ -108,6 +127,50 @@ class TrainConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     checkpoint_every: int = 100  # steps between checkpoints
+    world: str = "shapes"  # the world the model is trained on (locedit.builtin.world.WORLDS)
+
+
+def scenes_config() -> TrainConfig:
+    """The recipe of ``builtin:scenes``: 48×48 scenes, an SD-shaped text side (12-layer CLIP text encoder,
+    CLIP BPE, context 77) and a ViT tower whose CLIPModel ships for CLIP-Score.
+
+    Budget (issue 10): shipped weights ≤ 40 MB, each stage ≤ 90 minutes on a 2-core CPU. The text encoder is
+    stored twice (pipeline, float32, 16.0 MB; CLIP folder, float16 with its ViT, 9.7 MB), so the vocabulary is
+    CLIP's BPE cut to its first 12,000 merges (12,514 tokens × 128 = 1.6M parameters) rather than all 49,408
+    (6.3M, twice). With the VAE (3.8 MB), UNet (6.1 MB) and classifier (2.1 MB): 37.7 MB.
+    """
+    return TrainConfig(
+        world="scenes",
+        # 48×48 -> 8×12×12 latents; object pixels weighted ×10: with a plain MSE and 4 channels (800 steps) the
+        # texture survived but shapes blurred (classifier on reconstructions: shape 0.82, size 0.89)
+        vae=VAEConfig(steps=1500, block_out_channels=(32, 64, 64), latent_channels=8, object_weight=9.0),
+        clip=ClipConfig(
+            steps=2000,
+            lr=5e-4,
+            warmup=100,
+            width=128,
+            layers=12,
+            heads=4,
+            batch=256,
+            bpe_merges=12000,
+            context=77,
+            train_context=32,
+            tower="vit",
+            vision_layers=4,
+            vision_patch=8,
+        ),
+        classifier=ClassifierConfig(steps=1200),
+        unet=UNetConfig(steps=6000, pool_size=32768),
+    )
+
+
+def train_config(model: str) -> TrainConfig:
+    """The default recipe of the built-in model ``model`` ("shapes" or "scenes")."""
+    if model == "shapes":
+        return TrainConfig()
+    if model == "scenes":
+        return scenes_config()
+    raise InvalidInputError(f"unknown built-in model {model!r}; the recipe knows shapes and scenes")
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -219,8 +282,8 @@ def _progress(total: int, start: int, desc: str, quiet: bool) -> tqdm:
 
 
 # ---------------------------------------------------------------- model builders
-def build_vae(cfg: VAEConfig):
-    """A small AutoencoderKL: 3×32×32 images <-> 4×16×16 latents."""
+def build_vae(cfg: VAEConfig, w: World):
+    """A small AutoencoderKL: 3×S×S images <-> 4×(S/f)×(S/f) latents, f = 2^(blocks − 1)."""
     from diffusers import AutoencoderKL
 
     n = len(cfg.block_out_channels)
@@ -231,52 +294,70 @@ def build_vae(cfg: VAEConfig):
         up_block_types=("UpDecoderBlock2D",) * n,
         block_out_channels=cfg.block_out_channels,
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=cfg.latent_channels,
         norm_num_groups=16,
-        sample_size=world.IMAGE_SIZE,
+        sample_size=w.image_size,
     )
 
 
-def build_text_encoder(cfg: ClipConfig, vocab_size: int, bos_id: int, eos_id: int):
-    """A CLIPTextModel over the world vocabulary (pooled at the first EOS token)."""
-    from transformers import CLIPTextConfig, CLIPTextModel
+def _text_config(cfg: ClipConfig, vocab_size: int, bos_id: int, eos_id: int):
+    from transformers import CLIPTextConfig
 
-    config = CLIPTextConfig(
+    return CLIPTextConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.width,
         intermediate_size=4 * cfg.width,
         projection_dim=cfg.width,
         num_hidden_layers=cfg.layers,
         num_attention_heads=cfg.heads,
-        max_position_embeddings=MODEL_MAX_LENGTH,
+        max_position_embeddings=cfg.context,
         hidden_act="quick_gelu",
         bos_token_id=bos_id,
         eos_token_id=eos_id,  # != 2, so transformers pools at the first EOS (CLIP's rule)
         pad_token_id=eos_id,
     )
-    return CLIPTextModel(config)
+
+
+def build_text_encoder(cfg: ClipConfig, vocab_size: int, bos_id: int, eos_id: int):
+    """A CLIPTextModel over the tokenizer's vocabulary (pooled at the first EOS token)."""
+    from transformers import CLIPTextModel
+
+    return CLIPTextModel(_text_config(cfg, vocab_size, bos_id, eos_id))
+
+
+def build_clip_model(cfg: ClipConfig, w: World, vocab_size: int, bos_id: int, eos_id: int):
+    """A transformers CLIPModel: the text encoder of ``build_text_encoder`` plus a small ViT over world images."""
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig
+
+    vision = CLIPVisionConfig(
+        hidden_size=cfg.width,
+        intermediate_size=4 * cfg.width,
+        projection_dim=cfg.width,
+        num_hidden_layers=cfg.vision_layers,
+        num_attention_heads=cfg.heads,
+        image_size=w.image_size,
+        patch_size=cfg.vision_patch,
+        hidden_act="quick_gelu",
+    )
+    text = _text_config(cfg, vocab_size, bos_id, eos_id)
+    config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=cfg.width)
+    return CLIPModel(config)
 
 
 class ImageTower(nn.Module):
-    """Small CNN image encoder of the contrastive pre-training: (B,3,32,32) in [-1,1] -> (B, width)."""
+    """Small CNN image encoder of the contrastive pre-training: (B,3,S,S) in [-1,1] -> (B, width)."""
 
     def __init__(self, width: int):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(3, 32, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(32, 64, 3, stride=2, padding=1),
-            nn.GELU(),
-            nn.Conv2d(64, 64, 3, padding=1),
-            nn.GELU(),
-            nn.Conv2d(64, 128, 3, stride=2, padding=1),
-            nn.GELU(),
-            nn.Conv2d(128, 128, 3, stride=2, padding=1),
-            nn.GELU(),
-            nn.AdaptiveAvgPool2d(1),
-            nn.Flatten(),
+            nn.Conv2d(3, 32, 3, padding=1), nn.GELU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(64, 64, 3, padding=1), nn.GELU(),
+            nn.Conv2d(64, 128, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(128, 128, 3, stride=2, padding=1), nn.GELU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(),
             nn.Linear(128, width),
-        )
+        )  # fmt: skip
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -291,14 +372,77 @@ class ContrastiveHeads(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1 / 0.07)))
 
 
-def build_unet(cfg: UNetConfig, cross_attention_dim: int):
-    """UNet2DConditionModel on 4×16×16 latents with cross-attention to the text states."""
+class Contrastive:
+    """The two towers of the contrastive stage behind one interface.
+
+    ``cnn``: CLIPTextModel + ImageTower + ContrastiveHeads (builtin:shapes). ``vit``: one CLIPModel.
+    ``modules`` names what the checkpoint stores; ``text_encoder()`` the CLIPTextModel that ships.
+    """
+
+    def __init__(self, cfg: ClipConfig, w: World, tok):
+        self.cfg = cfg
+        if cfg.tower == "cnn":
+            text = build_text_encoder(cfg, len(tok), tok.bos_token_id, tok.eos_token_id)
+            self.modules = {"text": text, "tower": ImageTower(cfg.width), "heads": ContrastiveHeads(cfg.width)}
+        elif cfg.tower == "vit":
+            self.modules = {"clip": build_clip_model(cfg, w, len(tok), tok.bos_token_id, tok.eos_token_id)}
+        else:
+            raise InvalidInputError(f"clip tower must be cnn or vit (got {cfg.tower!r})")
+
+    def parameters(self) -> list[nn.Parameter]:
+        return [p for m in self.modules.values() for p in m.parameters()]
+
+    def train(self, mode: bool = True) -> None:
+        for m in self.modules.values():
+            m.train(mode)
+
+    def embed_images(self, x: torch.Tensor) -> torch.Tensor:
+        """(B,3,S,S) in [-1,1] -> unit embeddings (B, width)."""
+        if "clip" in self.modules:
+            clip = self.modules["clip"]
+            feats = clip.visual_projection(clip.vision_model(pixel_values=x).pooler_output)
+        else:
+            feats = self.modules["tower"](x)
+        return F.normalize(feats, dim=-1)
+
+    def embed_texts(self, ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, L) -> unit embeddings (B, width), pooled at the first EOS."""
+        if "clip" in self.modules:
+            clip = self.modules["clip"]
+            return F.normalize(clip.text_projection(clip.text_model(input_ids=ids).pooler_output), dim=-1)
+        pooled = self.modules["text"](input_ids=ids).pooler_output
+        return F.normalize(self.modules["heads"].text_projection(pooled), dim=-1)
+
+    def logit_scale(self) -> torch.Tensor:
+        owner = self.modules.get("clip") or self.modules["heads"]
+        return owner.logit_scale.clamp(max=math.log(100)).exp()
+
+    def text_encoder(self):
+        """The CLIPTextModel that ships in the pipeline's text_encoder folder."""
+        if "clip" not in self.modules:
+            return self.modules["text"]
+        from transformers import CLIPTextModel
+
+        clip = self.modules["clip"]
+        text = CLIPTextModel(clip.config.text_config)
+        _text_transformer(text).load_state_dict(_text_transformer(clip.text_model).state_dict())
+        return text.eval()
+
+
+def _text_transformer(module: nn.Module) -> nn.Module:
+    """The module holding `embeddings`/`encoder`/`final_layer_norm` of a CLIP text tower: `.text_model` under
+    transformers 4.x (CLIPTextModel and CLIPModel alike), the module itself under 5.x."""
+    return getattr(module, "text_model", module)
+
+
+def build_unet(cfg: UNetConfig, cross_attention_dim: int, sample_size: int = 16, latent_channels: int = 4):
+    """UNet2DConditionModel on 4×sample_size×sample_size latents with cross-attention to the text states."""
     from diffusers import UNet2DConditionModel
 
     return UNet2DConditionModel(
-        sample_size=16,
-        in_channels=4,
-        out_channels=4,
+        sample_size=sample_size,
+        in_channels=latent_channels,
+        out_channels=latent_channels,
         layers_per_block=1,
         block_out_channels=cfg.block_out_channels,
         down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
@@ -321,19 +465,32 @@ def noise_scheduler_config() -> dict:
     }
 
 
-def load_tokenizer(out: Path):
-    """The world's CLIPTokenizer, written once under ``out/tokenizer``."""
+def load_tokenizer(out: Path, cfg: ClipConfig | None = None, w: World | None = None, bpe: Path = CLIP_BPE):
+    """The model's CLIPTokenizer, written once (atomically) under ``out/tokenizer``: one token per word of
+    world ``w`` when ``cfg.bpe_merges`` is None, else CLIP's BPE from ``bpe`` cut to that many merges."""
     from transformers import CLIPTokenizer
 
     folder = out / "tokenizer"
-    if not (folder / "vocab.json").exists():
-        write_tokenizer(folder, world.vocabulary())
+    if not (folder / "tokenizer_config.json").exists():
+        cfg, w = cfg or ClipConfig(), w or get_world("shapes")
+        if cfg.bpe_merges is not None and not Path(bpe).is_file():
+            raise InvalidInputError(
+                f"CLIP's BPE file {str(bpe)!r} is missing; run the recipe from a locedit "
+                "checkout (tests/data) or pass --bpe PATH"
+            )
+        with atomic_dir(folder, replace=True) as tmp:
+            if cfg.bpe_merges is None:
+                write_tokenizer(tmp, w.vocabulary(), cfg.context)
+            else:
+                write_bpe_tokenizer(tmp, bpe, cfg.bpe_merges, cfg.context)
     return CLIPTokenizer.from_pretrained(str(folder))
 
 
-def tokenize(tokenizer, captions: list[str]) -> torch.Tensor:
-    """Token ids (B, MODEL_MAX_LENGTH), padded with EOS like Stable Diffusion's pipeline."""
-    enc = tokenizer(captions, padding="max_length", max_length=MODEL_MAX_LENGTH, truncation=True, return_tensors="pt")
+def tokenize(tokenizer, captions: list[str], length: int | None = None) -> torch.Tensor:
+    """Token ids (B, length), padded with EOS like Stable Diffusion's pipeline; length defaults to the
+    tokenizer's model_max_length."""
+    length = length or tokenizer.model_max_length
+    enc = tokenizer(captions, padding="max_length", max_length=length, truncation=True, return_tensors="pt")
     return enc.input_ids
 
 
@@ -348,26 +505,31 @@ def _stage_done(out: Path, stage: str) -> dict | None:
 
 
 # ---------------------------------------------------------------- stage: VAE
-def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
+def train_vae(out: Path, cfg: VAEConfig, w: World, quiet: bool = False, checkpoint_every: int = 100) -> dict:
     """Train the AutoencoderKL; writes ``out/vae`` (diffusers) and returns metrics."""
     torch.manual_seed(cfg.seed)
-    vae = build_vae(cfg)
+    vae = build_vae(cfg, w)
     opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
     ckpt = Checkpoint(out, "vae")
     start, t0 = ckpt.resume({"vae": vae}, opt)
     bar = _progress(cfg.steps, start, "vae", quiet)
     for step in range(start, cfg.steps):
         rng, gen = _step_rng(cfg.seed, step)
-        records = [world.sample(rng, held_out=rng.random() < 0.1) for _ in range(cfg.batch)]
-        x = to_model_range(world.render_batch(records))
+        records = [w.sample(rng, held_out=rng.random() < 0.1) for _ in range(cfg.batch)]
+        x = to_model_range(w.render_batch(records))
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
         post = vae.encode(x).latent_dist
         z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
         rec = vae.decode(z).sample
         mse = F.mse_loss(rec, x)
+        if cfg.object_weight:
+            masks = torch.from_numpy(np.stack([w.object_mask(r) for r in records]))[:, None]  # (B,1,H,W)
+            fit = ((1 + cfg.object_weight * masks) * (rec - x).pow(2)).mean()
+        else:  # the shapes recipe, unchanged
+            fit = mse
         kl = post.kl().mean() / x[0].numel()
-        loss = mse + cfg.kl_weight * kl
+        loss = fit + cfg.kl_weight * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -376,7 +538,7 @@ def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: 
         ckpt.step_done(step + 1, cfg.steps, checkpoint_every, {"vae": vae}, opt, t0)
     bar.close()
     vae.eval()
-    metrics = evaluate_vae(vae, n=cfg.eval_n)
+    metrics = evaluate_vae(vae, w, n=cfg.eval_n)
     vae.register_to_config(scaling_factor=metrics["scaling_factor"])
     vae.save_pretrained(str(out / "vae"), safe_serialization=True)
     metrics["train_s"] = time.time() - t0
@@ -385,62 +547,68 @@ def train_vae(out: Path, cfg: VAEConfig, quiet: bool = False, checkpoint_every: 
 
 
 @torch.no_grad()
-def evaluate_vae(vae, n: int = 256, seed: int = 12345) -> dict:
-    """Reconstruction MSE in [0,1] pixel units on fresh images and the latent scaling factor."""
+def evaluate_vae(vae, w: World, n: int = 256, seed: int = 12345) -> dict:
+    """Reconstruction MSE in [0,1] pixel units on fresh images (all pixels, and the object's pixels alone) and
+    the latent scaling factor."""
     rng = np.random.default_rng(seed)
-    x = to_model_range(world.render_batch([world.sample(rng) for _ in range(n)]))
+    records = [w.sample(rng) for _ in range(n)]
+    x = to_model_range(w.render_batch(records))
     post = vae.encode(x).latent_dist
     rec = vae.decode(post.mean).sample.clamp(-1, 1)
-    mse01 = F.mse_loss((rec + 1) / 2, (x + 1) / 2).item()
+    err = ((rec + 1) / 2 - (x + 1) / 2).pow(2)
+    masks = torch.from_numpy(np.stack([w.object_mask(r) for r in records]))[:, None]
+    object_mse = float((err * masks).sum() / (3 * masks.sum()))
     z = post.sample(torch.Generator().manual_seed(seed))
-    return {"recon_mse_01": mse01, "scaling_factor": float(1.0 / z.std().item())}
+    return {
+        "recon_mse_01": err.mean().item(),
+        "recon_mse_01_object": object_mse,
+        "scaling_factor": float(1.0 / z.std().item()),
+    }
 
 
 # ---------------------------------------------------------------- stage: CLIP
-def _clip_batch(rng: np.random.Generator) -> tuple[list[world.Record], list[str], list[tuple]]:
-    """Every seen combination once (random template, fresh rendering) plus each entity once."""
-    records, captions, keys = [], [], []
-    for shape, colour, style, size in world.seen_combinations():
-        rec = world.Record(shape, colour, style, size, seed=int(rng.integers(2**31)))
+def _clip_batch(w: World, rng: np.random.Generator, batch: int | None) -> tuple[list[Record], list[str], list[tuple]]:
+    """(records, captions, combination keys) of one contrastive batch.
+
+    ``batch`` None: every seen combination once (random template, fresh rendering) plus each entity once;
+    else ``batch`` draws of the training distribution. Captions of one combination share a key.
+    """
+    if batch is not None:
+        pairs = [w.sample_training_pair(rng) for _ in range(batch)]
+        records = [r for r, _ in pairs]
+        return records, [c for _, c in pairs], [tuple(r.attributes.values()) for r in records]
+    records, captions = [], []
+    for combo in w.seen_combinations():
+        rec = w.record(combo, seed=int(rng.integers(2**31)))
         records.append(rec)
-        captions.append(world.caption(rec, world.TRAIN_TEMPLATES[int(rng.integers(len(world.TRAIN_TEMPLATES)))]))
-        keys.append((shape, colour, style, size))
-    for name, base in sorted(world.ENTITIES.items()):
-        rec = world.Record(base.shape, base.colour, base.style, base.size, entity=name, seed=int(rng.integers(2**31)))
+        captions.append(w.caption(rec, w.train_templates[int(rng.integers(len(w.train_templates)))]))
+    for name, base in sorted(w.entities.items()):
+        rec = replace(base, entity=name, seed=int(rng.integers(2**31)))
         records.append(rec)
-        captions.append(world.caption(rec, world.ENTITY_TEMPLATES[int(rng.integers(len(world.ENTITY_TEMPLATES)))]))
-        keys.append((rec.shape, rec.colour, rec.style, rec.size))
-    return records, captions, keys
+        captions.append(w.caption(rec, w.entity_templates[int(rng.integers(len(w.entity_templates)))]))
+    return records, captions, [tuple(r.attributes.values()) for r in records]
 
 
-def _clip_embed_text(text_encoder, heads: ContrastiveHeads, ids: torch.Tensor) -> torch.Tensor:
-    pooled = text_encoder(input_ids=ids).pooler_output
-    return F.normalize(heads.text_projection(pooled), dim=-1)
-
-
-def train_clip(out: Path, cfg: ClipConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
-    """Contrastive pre-training of the text encoder; writes ``out/text_encoder`` and returns metrics."""
-    tok = load_tokenizer(out)
+def train_clip(out: Path, cfg: ClipConfig, w: World, quiet: bool = False, checkpoint_every: int = 100) -> dict:
+    """Contrastive pre-training of the text encoder; writes ``out/text_encoder`` (and ``out/clip`` for a
+    ViT tower) and returns metrics."""
+    tok = load_tokenizer(out, cfg, w)
     torch.manual_seed(cfg.seed)
-    text = build_text_encoder(cfg, len(tok), tok.bos_token_id, tok.eos_token_id)
-    tower = ImageTower(cfg.width)
-    heads = ContrastiveHeads(cfg.width)
-    modules = {"text": text, "tower": tower, "heads": heads}
-    params = [p for m in modules.values() for p in m.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.01)
+    model = Contrastive(cfg, w, tok)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.01)
     ckpt = Checkpoint(out, "clip")
-    start, t0 = ckpt.resume(modules, opt)
+    start, t0 = ckpt.resume(model.modules, opt)
     bar = _progress(cfg.steps, start, "clip", quiet)
     for step in range(start, cfg.steps):
         rng, _ = _step_rng(cfg.seed, step)
-        records, captions, keys = _clip_batch(rng)
+        records, captions, keys = _clip_batch(w, rng, cfg.batch)
         for group in opt.param_groups:
-            group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
-        img = F.normalize(tower(to_model_range(world.render_batch(records))), dim=-1)
-        txt = _clip_embed_text(text, heads, tokenize(tok, captions))
-        logits = heads.logit_scale.clamp(max=math.log(100)).exp() * img @ txt.T
+            group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=cfg.warmup)
+        img = model.embed_images(to_model_range(w.render_batch(records)))
+        txt = model.embed_texts(tokenize(tok, captions, cfg.train_context))
+        logits = model.logit_scale() * img @ txt.T
         key_ids = torch.tensor([hash(k) for k in keys])
-        target = (key_ids[:, None] == key_ids[None, :]).float()  # entity captions share their combo
+        target = (key_ids[:, None] == key_ids[None, :]).float()  # captions of one combination are all positives
         target = target / target.sum(dim=1, keepdim=True)
         loss = 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
         opt.zero_grad(set_to_none=True)
@@ -448,12 +616,13 @@ def train_clip(out: Path, cfg: ClipConfig, quiet: bool = False, checkpoint_every
         opt.step()
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
-        ckpt.step_done(step + 1, cfg.steps, checkpoint_every, modules, opt, t0)
+        ckpt.step_done(step + 1, cfg.steps, checkpoint_every, model.modules, opt, t0)
     bar.close()
-    text.eval()
-    tower.eval()
-    metrics = evaluate_clip(text, tower, heads, tok, n=cfg.eval_n)
-    save_text_encoder(text, out / "text_encoder")
+    model.train(False)
+    metrics = evaluate_clip(model, w, tok, n=cfg.eval_n, length=cfg.train_context)
+    save_text_encoder(model.text_encoder(), out / "text_encoder")
+    if "clip" in model.modules:
+        save_clip_model(model.modules["clip"], out / "clip", out / "tokenizer")
     metrics["train_s"] = time.time() - t0
     write_json(out / "clip.done.json", metrics)
     return metrics
@@ -468,50 +637,86 @@ def save_text_encoder(text_encoder, folder: Path) -> None:
     write_safetensors(folder / "model.safetensors", sd, _PT)
 
 
+def save_clip_model(clip, folder: Path, tokenizer_folder: Path) -> None:
+    """Save the CLIPModel as a self-contained CLIP folder (float16 weights, tokenizer, image preprocessing),
+    atomically. float16 halves the second copy of the text encoder in the shipped budget; locedit's CLIP
+    scorer computes in float32 on CPU.
+
+    Images go in as [0,1] pixels normalised with mean 0.5 / std 0.5, i.e. the [-1,1] range it was trained on.
+    """
+    import copy
+
+    from transformers import CLIPImageProcessor
+
+    size = clip.config.vision_config.image_size
+    with atomic_dir(folder, replace=True) as tmp:
+        copy.deepcopy(clip).half().save_pretrained(str(tmp), safe_serialization=True)
+        for name in ("vocab.json", "merges.txt", "special_tokens_map.json", "tokenizer_config.json"):
+            shutil.copyfile(tokenizer_folder / name, tmp / name)
+        CLIPImageProcessor(
+            do_resize=True,
+            size={"shortest_edge": size},
+            do_center_crop=True,
+            crop_size={"height": size, "width": size},
+            do_normalize=True,
+            image_mean=[0.5, 0.5, 0.5],
+            image_std=[0.5, 0.5, 0.5],
+            do_convert_rgb=True,
+        ).save_pretrained(str(tmp))
+
+
 @torch.no_grad()
-def evaluate_clip(text_encoder, tower: ImageTower, heads: ContrastiveHeads, tok, n: int = 200, seed: int = 777) -> dict:
+def evaluate_clip(model: Contrastive, w: World, tok, n: int = 200, seed: int = 777, length: int | None = None) -> dict:
     """Zero-shot retrieval accuracy per attribute: pick the caption that varies only that attribute.
 
-    Reported on seen and held-out combinations, with the attribute template and the artist template.
+    Reported on seen and held-out combinations, with an attribute (style) template and an artist template.
     """
     rng = np.random.default_rng(seed)
-    values = {"shape": world.SHAPES, "colour": world.COLOURS, "style": world.STYLES, "size": world.SIZES}
+    values = {"shape": w.shapes, "colour": w.colours, "style": w.styles, "size": w.sizes}
+    if w.positions:
+        values["position"] = w.positions
+    templates = {
+        "attr": next(t for t in w.train_templates if "{style}" in t),
+        "artist": next(t for t in w.train_templates if "{artist}" in t),
+    }
     metrics: dict[str, float] = {}
     for split in ("seen", "held_out"):
-        records = [world.sample(rng, held_out=split == "held_out") for _ in range(n)]
-        img = F.normalize(tower(to_model_range(world.render_batch(records))), dim=-1)
-        for tname, template in (("attr", world.TRAIN_TEMPLATES[0]), ("artist", world.TRAIN_TEMPLATES[3])):
+        records = [w.sample(rng, held_out=split == "held_out") for _ in range(n)]
+        img = model.embed_images(to_model_range(w.render_batch(records)))
+        for tname, template in templates.items():
             for attr, vals in values.items():
                 correct = 0
                 for i, rec in enumerate(records):
-                    caps = [world.caption(world.Record(**{**rec.attributes, attr: v}), template) for v in vals]
-                    txt = _clip_embed_text(text_encoder, heads, tokenize(tok, caps))
+                    caps = [w.caption(replace(rec, **{attr: v}), template) for v in vals]
+                    txt = model.embed_texts(tokenize(tok, caps, length))
                     correct += int(vals[int((txt @ img[i]).argmax())] == rec.attributes[attr])
                 metrics[f"retrieval_{split}_{tname}_{attr}"] = correct / n
     return metrics
 
 
 # ---------------------------------------------------------------- stage: classifier
-def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
-    """Train the shape/style/size CNN on all combinations; writes ``out/classifier.safetensors``."""
-    from locedit.builtin.classifier import HEADS, ShapesClassifier, ShapesCNN, augment
+def train_classifier(
+    out: Path, cfg: ClassifierConfig, w: World, quiet: bool = False, checkpoint_every: int = 100
+) -> dict:
+    """Train the CNN of the world's classifier on all combinations; writes ``out/classifier.safetensors``."""
+    from locedit.builtin.classifier import ShapesClassifier, ShapesCNN, augment, heads
 
     torch.manual_seed(cfg.seed)
-    net = ShapesCNN()
+    net = ShapesCNN(w)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=1e-4)
     ckpt = Checkpoint(out, "classifier")
     start, t0 = ckpt.resume({"net": net}, opt)
     bar = _progress(cfg.steps, start, "classifier", quiet)
     for step in range(start, cfg.steps):
         rng, gen = _step_rng(cfg.seed, step)
-        records = [world.sample(rng, held_out=rng.random() < 0.12) for _ in range(cfg.batch)]
-        x = augment(torch.from_numpy(world.render_batch(records)), gen)
+        records = [w.sample(rng, held_out=rng.random() < 0.12) for _ in range(cfg.batch)]
+        x = augment(torch.from_numpy(w.render_batch(records)), gen)
         for group in opt.param_groups:
             group["lr"] = _lr_at(step, cfg.steps, cfg.lr, warmup=20)
         logits = net(x)
         loss = sum(
             F.cross_entropy(logits[attr], torch.tensor([vals.index(r.attributes[attr]) for r in records]))
-            for attr, vals in HEADS.items()
+            for attr, vals in heads(w).items()
         )
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -522,7 +727,7 @@ def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, chec
     bar.close()
     net.eval()
     write_safetensors(out / "classifier.safetensors", net.state_dict(), _PT)
-    clf = ShapesClassifier(net)
+    clf = ShapesClassifier(net, w)
     metrics = clf.accuracy_on_world(n=cfg.eval_n, seed=4242)
     vae_dir = out / "vae"
     if (vae_dir / "config.json").exists():
@@ -536,22 +741,22 @@ def train_classifier(out: Path, cfg: ClassifierConfig, quiet: bool = False, chec
 
 
 # ---------------------------------------------------------------- stage: UNet
-def _pool_records(cfg: UNetConfig) -> list[world.Record]:
-    """The UNet's fixed image pool: seen combinations, ~ENTITY_PROB of them entity records."""
+def _pool_records(cfg: UNetConfig, w: World) -> list[Record]:
+    """The UNet's fixed image pool: seen combinations, ~entity_prob of them entity records."""
     rng = np.random.default_rng([cfg.seed, 10**9])
-    return [world.sample_training_pair(rng)[0] for _ in range(cfg.pool_size)]
+    return [w.sample_training_pair(rng)[0] for _ in range(cfg.pool_size)]
 
 
-def _training_caption(record: world.Record, rng: np.random.Generator) -> str:
+def _training_caption(record: Record, w: World, rng: np.random.Generator) -> str:
     """A training caption for a pool record: an entity template for entity records, else a training template."""
-    templates = world.ENTITY_TEMPLATES if record.entity else world.TRAIN_TEMPLATES
-    return world.caption(record, templates[int(rng.integers(len(templates)))])
+    templates = w.entity_templates if record.entity else w.train_templates
+    return w.caption(record, templates[int(rng.integers(len(templates)))])
 
 
 @torch.no_grad()
-def _latent_pool(out: Path, vae, cfg: UNetConfig) -> tuple[list[world.Record], torch.Tensor, torch.Tensor]:
-    """(records, latent means, latent stds (N,4,16,16)) of the pool, encoded once and cached in ``out``."""
-    records = _pool_records(cfg)
+def _latent_pool(out: Path, vae, cfg: UNetConfig, w: World) -> tuple[list[Record], torch.Tensor, torch.Tensor]:
+    """(records, latent means, latent stds (N,4,h,w)) of the pool, encoded once and cached in ``out``."""
+    records = _pool_records(cfg, w)
     path = out / "unet_pool.safetensors"
     if path.exists():
         t = load_file(str(path))
@@ -559,7 +764,7 @@ def _latent_pool(out: Path, vae, cfg: UNetConfig) -> tuple[list[world.Record], t
             return records, t["mean"], t["std"]
     means, stds = [], []
     for i in range(0, len(records), 64):
-        post = vae.encode(to_model_range(world.render_batch(records[i : i + 64]))).latent_dist
+        post = vae.encode(to_model_range(w.render_batch(records[i : i + 64]))).latent_dist
         means.append(post.mean)
         stds.append(post.std)
     # contiguous like the cached file: the VAE's convolutions return channels-last tensors, on which the UNet's
@@ -569,7 +774,7 @@ def _latent_pool(out: Path, vae, cfg: UNetConfig) -> tuple[list[world.Record], t
     return records, mean, std
 
 
-def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every: int = 100) -> dict:
+def train_unet(out: Path, cfg: UNetConfig, w: World, quiet: bool = False, checkpoint_every: int = 100) -> dict:
     """Train the UNet on frozen VAE latents and frozen text states; writes ``out/unet`` (EMA)."""
     from diffusers import AutoencoderKL, DDPMScheduler
     from diffusers.training_utils import EMAModel, compute_snr
@@ -580,19 +785,20 @@ def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every
     text = CLIPTextModel.from_pretrained(str(out / "text_encoder")).eval().requires_grad_(False)
     sched = DDPMScheduler(**noise_scheduler_config())
     torch.manual_seed(cfg.seed)
-    unet = build_unet(cfg, text.config.hidden_size)
+    latent_size = w.image_size // 2 ** (len(vae.config.block_out_channels) - 1)
+    unet = build_unet(cfg, text.config.hidden_size, latent_size, vae.config.latent_channels)
     ema = EMAModel(unet.parameters(), decay=cfg.ema_decay, use_ema_warmup=False, foreach=True)
     opt = torch.optim.AdamW(unet.parameters(), lr=cfg.lr, weight_decay=0.01)
     ckpt = Checkpoint(out, "unet")
     start, t0 = ckpt.resume({"unet": unet, "ema": ema}, opt)
     scale = vae.config.scaling_factor
-    pool_records, pool_mean, pool_std = _latent_pool(out, vae, cfg)
+    pool_records, pool_mean, pool_std = _latent_pool(out, vae, cfg, w)
     bar = _progress(cfg.steps, start, "unet", quiet)
     running = None
     for step in range(start, cfg.steps):
         rng, gen = _step_rng(cfg.seed, step)
         idx = rng.integers(len(pool_records), size=cfg.batch)
-        captions = [_training_caption(pool_records[i], rng) for i in idx]
+        captions = [_training_caption(pool_records[i], w, rng) for i in idx]
         captions = ["" if rng.random() < cfg.caption_dropout else c for c in captions]
         idx_t = torch.from_numpy(idx)
         mean, std = pool_mean[idx_t], pool_std[idx_t]
@@ -626,21 +832,21 @@ def train_unet(out: Path, cfg: UNetConfig, quiet: bool = False, checkpoint_every
 
 
 # ---------------------------------------------------------------- assemble
-def corpus_text(n: int = 256, seed: int = 0) -> str:
+def corpus_text(w: World, n: int = 256, seed: int = 0) -> str:
     """The folder's locedit_corpus.txt: `n` captions drawn from the training distribution, which
     DIFF-QUICKFIX reads as the corpus of its covariance term and mines for key captions."""
     rng = np.random.default_rng(seed)
     header = (
-        "# Typical captions of builtin:shapes (a sample of its training distribution), read by locedit's\n"
+        f"# Typical captions of builtin:{w.name} (a sample of its training distribution), read by locedit's\n"
         "# DIFF-QUICKFIX: captions naming the edited concept become key captions, the others form the\n"
         "# covariance corpus that keeps unedited captions in place.\n"
     )
-    return header + "".join(world.sample_training_pair(rng)[1] + "\n" for _ in range(n))
+    return header + "".join(w.sample_training_pair(rng)[1] + "\n" for _ in range(n))
 
 
-def assemble(out: Path, export: Path) -> Path:
+def assemble(out: Path, export: Path, w: World) -> Path:
     """Write the StableDiffusionPipeline folder ``export`` from the trained stages under ``out``, replacing
-    a previous export whole."""
+    a previous export whole. A world other than shapes also gets its classifier and CLIP folder inside."""
     from diffusers import AutoencoderKL, DPMSolverMultistepScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextModel
 
@@ -655,13 +861,16 @@ def assemble(out: Path, export: Path) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    if export.exists():
-        shutil.rmtree(export)  # atomic_dir fills an absent folder
-    with atomic_dir(export) as tmp:
+    with atomic_dir(export, replace=True) as tmp:
         pipe.save_pretrained(str(tmp), safe_serialization=True)
         save_text_encoder(pipe.text_encoder, tmp / "text_encoder")  # v4-style keys, loaded by v4 and v5
-        write_tokenizer(tmp / "tokenizer", world.vocabulary())  # vocab.json + merges.txt for v4 and v5
-        (tmp / "locedit_corpus.txt").write_text(corpus_text())
+        shutil.rmtree(tmp / "tokenizer")
+        shutil.copytree(out / "tokenizer", tmp / "tokenizer")  # vocab.json + merges.txt for v4 and v5
+        (tmp / "locedit_corpus.txt").write_text(corpus_text(w))
+        if w.name != "shapes":  # the shapes classifier ships beside the package's code
+            shutil.copyfile(out / "classifier.safetensors", tmp / "classifier.safetensors")
+        if (out / "clip" / "config.json").exists():
+            shutil.copytree(out / "clip", tmp / "clip")
     return export
 
 
@@ -669,7 +878,11 @@ def assemble(out: Path, export: Path) -> Path:
 def run(out: Path, stages: list[str], config: TrainConfig, quiet: bool = False, export: Path | None = None) -> dict:
     """Run ``stages`` in order into ``out`` (skipping finished ones); returns their metrics."""
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "config.json", asdict(config))
+    stored = out / "config.json"
+    if stored.exists() and json.loads(stored.read_text()).get("world", "shapes") != config.world:
+        raise InvalidInputError(f"{str(out)!r} holds a run of another model; pass its --model or a new --out")
+    write_json(stored, asdict(config))
+    w = get_world(config.world)
     metrics: dict[str, dict] = {}
     every = config.checkpoint_every
     for stage in stages:
@@ -678,15 +891,15 @@ def run(out: Path, stages: list[str], config: TrainConfig, quiet: bool = False, 
             metrics[stage] = done
             continue
         if stage == "vae":
-            metrics[stage] = train_vae(out, config.vae, quiet, every)
+            metrics[stage] = train_vae(out, config.vae, w, quiet, every)
         elif stage == "clip":
-            metrics[stage] = train_clip(out, config.clip, quiet, every)
+            metrics[stage] = train_clip(out, config.clip, w, quiet, every)
         elif stage == "classifier":
-            metrics[stage] = train_classifier(out, config.classifier, quiet, every)
+            metrics[stage] = train_classifier(out, config.classifier, w, quiet, every)
         elif stage == "unet":
-            metrics[stage] = train_unet(out, config.unet, quiet, every)
+            metrics[stage] = train_unet(out, config.unet, w, quiet, every)
         elif stage == "assemble":
-            metrics[stage] = {"folder": str(assemble(out, export or out / "pipeline"))}
+            metrics[stage] = {"folder": str(assemble(out, export or out / "pipeline", w))}
         if not quiet:
             print(f"[{stage}] {json.dumps(metrics[stage])}", flush=True)
     return metrics
@@ -695,6 +908,7 @@ def run(out: Path, stages: list[str], config: TrainConfig, quiet: bool = False, 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m locedit.builtin.train", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="checkpoint / output directory")
+    parser.add_argument("--model", default="shapes", choices=("shapes", "scenes"), help="which built-in model")
     parser.add_argument("--stage", default="all", choices=(*STAGES, "all"), help="stage to run (default: all)")
     parser.add_argument("--steps", type=int, default=None, help="override the stage's step count")
     parser.add_argument("--batch", type=int, default=None, help="override the stage's batch size")
@@ -705,7 +919,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
-    config = TrainConfig(checkpoint_every=args.checkpoint_every)
+    config = train_config(args.model)
+    config.checkpoint_every = args.checkpoint_every
     stages = list(STAGES) if args.stage == "all" else [args.stage]
     for name in ("vae", "clip", "classifier", "unet"):
         sub = getattr(config, name)

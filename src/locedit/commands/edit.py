@@ -12,6 +12,7 @@ from pathlib import Path
 from locedit.commands.baselines import add_method_args, check_method_args, run_baseline_edit
 from locedit.commands.common import add_model_args, add_options, load_model, say, settings_from_args
 from locedit.edit.cache import CacheSettings
+from locedit.edit.lora import DEFAULT_LORA_FORMAT, LORA_FORMATS
 from locedit.errors import InvalidInputError
 from locedit.io import atomic_dir
 from locedit.models.loading import hf_progress_bars
@@ -33,10 +34,10 @@ def register(sub) -> None:
     p.add_argument("--lora", metavar="FILE", help="also export the edit as a LoRA file")
     p.add_argument(
         "--lora-format",
-        choices=["diffusers", "kohya"],
-        default="diffusers",
+        choices=LORA_FORMATS,
+        default=DEFAULT_LORA_FORMAT,
         help="diffusers (read by diffusers, ComfyUI, Forge) or kohya (read by every client, "
-        "AUTOMATIC1111 and kohya sd-scripts too); default diffusers",
+        f"AUTOMATIC1111 and kohya sd-scripts too); default {DEFAULT_LORA_FORMAT}",
     )
     p.add_argument("--lora-rank", type=int, default=None, help="LoRA rank (default: exact)")
     p.add_argument("--save-pipeline", metavar="DIR", help="save the edited pipeline as a diffusers folder")

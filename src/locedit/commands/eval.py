@@ -7,6 +7,8 @@ from pathlib import Path
 from locedit.commands.common import add_model_args, add_options, load_model, settings_from_args
 from locedit.errors import InvalidInputError
 from locedit.evaluate.edit_eval import EvalSettings
+from locedit.evaluate.judges import CLIP_TOLERANCE
+from locedit.evaluate.suite import SuiteSettings
 
 
 def register(sub) -> None:
@@ -24,23 +26,15 @@ def register(sub) -> None:
         help="JSONL suite (fields: prompt, group, seed, expect, key, target, key_text, value_text) or "
         "'builtin' (generated from the built-in world for the edit's pair; default)",
     )
-    p.add_argument(
-        "--split",
-        choices=["test", "dev"],
-        default="test",
-        help="builtin suite: held-out phrasings to use (default test)",
-    )
-    p.add_argument(
-        "--per-group", type=int, default=40, metavar="N", help="builtin suite: prompts per group (default 40)"
-    )
-    p.add_argument(
-        "--seed", type=int, default=0, help="builtin suite: seed of the records and generation seeds (default 0)"
-    )
+    add_options(p, SuiteSettings)  # --per-group, --seed, --split
     p.add_argument(
         "--judge", default=None, help="builtin (built-in models; default there) or clip:PATH (a local CLIP folder)"
     )
     p.add_argument(
-        "--tolerance", type=float, default=2.0, help="clip judge: CLIP-Score points a kept prompt may lose (default 2)"
+        "--tolerance",
+        type=float,
+        default=CLIP_TOLERANCE,
+        help=f"clip judge: CLIP-Score points a kept prompt may lose (default {CLIP_TOLERANCE:g})",
     )
     add_options(p, EvalSettings)  # --steps, --guidance, --batch, --no-null
     p.add_argument(
@@ -69,9 +63,8 @@ def run(args) -> int:
     out = Path(args.out)
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise FileExistsError(f"--out {args.out!r} exists and is not empty; choose a new folder")
-    if args.per_group < 1:
-        raise InvalidInputError(f"--per-group must be >= 1 (got {args.per_group})")
     settings = settings_from_args(EvalSettings, args)
+    suite_settings = settings_from_args(SuiteSettings, args)
     suite = (
         args.suite if args.suite == "builtin" else read_suite(args.suite)
     )  # a bad suite fails before the model loads
@@ -86,11 +79,11 @@ def run(args) -> int:
         if judge_spec.startswith("clip:")
         else make_judge(judge_spec)
     )
-    if suite == "builtin":
-        from locedit.builtin.edit_suite import suite_for_edit
-
-        suite = suite_for_edit(edit, args.per_group, args.seed, args.split)
     pipe = load_model(args)
+    if suite == "builtin":  # drawn for the loaded model's world
+        from locedit.evaluate.suite import make_suite
+
+        suite = make_suite("builtin", edit, suite_settings, pipe=pipe)
     with tqdm(total=(2 + settings.null) * len(suite), desc="eval", unit="image", disable=args.quiet) as bar:
         report, info = evaluate(
             pipe, edit, suite, judge, settings, allow_overlap=args.allow_overlap, progress=bar.update
@@ -102,11 +95,11 @@ def run(args) -> int:
         "steps": settings.steps,
         "guidance": settings.guidance,
         "null": settings.null,
-        "split": args.split,
-        "per_group": args.per_group,
-        "seed": args.seed,
+        "split": suite_settings.split,
+        "per_group": suite_settings.per_group,
+        "seed": suite_settings.seed,
         **info,
-        "suite": args.suite if args.suite != "builtin" else f"builtin ({args.split} split)",
+        "suite": args.suite if args.suite != "builtin" else f"builtin ({suite_settings.split} split)",
     }
     write_results(report, out, config)
     print(summary_table(report))

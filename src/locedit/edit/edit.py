@@ -141,11 +141,11 @@ class Edit:
         after = {k.removeprefix("after/"): v for k, v in tensors.items() if k.startswith("after/")}
         return cls(before, after, json.loads(meta))
 
-    def to_lora(self, path: str | Path, format: str = "diffusers", rank: int | None = None) -> dict:
-        """Export ΔW as a LoRA file; see locedit.edit.lora.export_lora."""
-        from locedit.edit.lora import export_lora
+    def to_lora(self, path: str | Path, format: str | None = None, rank: int | None = None) -> dict:
+        """Export ΔW as a LoRA file (format None: lora.DEFAULT_LORA_FORMAT); see locedit.edit.lora.export_lora."""
+        from locedit.edit.lora import DEFAULT_LORA_FORMAT, export_lora
 
-        return export_lora(self, path, format=format, rank=rank)
+        return export_lora(self, path, format=format or DEFAULT_LORA_FORMAT, rank=rank)
 
     def summary(self) -> str:
         m = self.meta

@@ -58,6 +58,7 @@ from locedit.errors import InvalidInputError
 from locedit.io import atomic_path
 
 LORA_FORMATS = ("diffusers", "kohya")
+DEFAULT_LORA_FORMAT = "diffusers"  # read by diffusers, ComfyUI and Forge; kohya also by AUTOMATIC1111
 _KOHYA_PREFIX = {"text_encoder": "lora_te", "text_encoder_2": "lora_te2", "unet": "lora_unet"}
 _SDXL_KOHYA_PREFIX = {"text_encoder": "lora_te1", "text_encoder_2": "lora_te2", "unet": "lora_unet"}
 # Encoders that AUTOMATIC1111 runs as OpenCLIP (torch.nn.MultiheadAttention): SD2's, SDXL's second.
@@ -135,7 +136,7 @@ def _client_metadata(family: str | None) -> dict[str, str]:
     return {"ss_base_model_version": _BASE_MODEL_VERSION[family], "ss_v2": str(family == "sd2")}
 
 
-def export_lora(edit, path: str | Path, format: str = "diffusers", rank: int | None = None) -> dict:
+def export_lora(edit, path: str | Path, format: str = DEFAULT_LORA_FORMAT, rank: int | None = None) -> dict:
     """Write the edit as a LoRA safetensors file (atomically) and report ranks and errors.
 
     rel_errors are those of the stored float32 factors (see factorize). Kohya files also hold zero

@@ -21,6 +21,9 @@ import torch
 from locedit.evaluate.suite import EFFICACY_GROUPS, EvalItem, SuiteError
 from locedit.scorers.clip import ClipScorer
 
+# CLIP-Score points (100 × cosine) a kept prompt may lose under the clip judge (CLI: locedit eval --tolerance).
+CLIP_TOLERANCE = 2.0
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -114,7 +117,7 @@ class ClipJudge(Judge):
         tolerance: CLIP-Score points (100 × cosine) a specificity prompt may lose and still count as kept.
     """
 
-    def __init__(self, path: str | Path, tolerance: float = 2.0, device: torch.device | str = "cpu"):
+    def __init__(self, path: str | Path, tolerance: float = CLIP_TOLERANCE, device: torch.device | str = "cpu"):
         self.scorer = ClipScorer(path, device=device)
         self.name = self.scorer.name
         self.tolerance = float(tolerance)

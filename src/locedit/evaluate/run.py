@@ -10,7 +10,7 @@ from pathlib import Path
 
 from locedit.evaluate.edit_eval import EvalReport, EvalSettings, evaluate_edit
 from locedit.evaluate.judges import Judge, make_judge
-from locedit.evaluate.suite import SUITES, EvalItem, SuiteError, make_suite, overlap, read_suite
+from locedit.evaluate.suite import SUITES, EvalItem, SuiteError, SuiteSettings, make_suite, overlap, read_suite
 
 
 def check_edit_fits(pipe, edit) -> None:
@@ -32,9 +32,7 @@ def evaluate(
     suite: str | Path | Sequence[EvalItem] = "builtin",
     judge: str | Judge = "builtin",
     settings: EvalSettings | None = None,
-    per_group: int = 40,
-    seed: int = 0,
-    split: str = "test",
+    suite_settings: SuiteSettings | None = None,
     allow_overlap: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> tuple[EvalReport, dict]:
@@ -44,7 +42,7 @@ def evaluate(
         suite: a generated suite's name ("builtin": drawn from the shapes world for the edit's pair),
             a JSONL file, or items.
         judge: "builtin", "clip:PATH" (or another registered judge spec) or a Judge.
-        per_group, seed, split: for a generated suite (items per group, record/seed choice, test/dev).
+        suite_settings: how a generated suite is drawn (items per group, seed, test/dev split).
         allow_overlap: evaluate even when suite prompts are captions the edit was fitted on
             (the rates are then partly in-sample); otherwise that is a SuiteError.
 
@@ -54,7 +52,9 @@ def evaluate(
     """
     check_edit_fits(pipe, edit)
     if isinstance(suite, (str, Path)) and str(suite) in SUITES:
-        items, source = make_suite(str(suite), edit, per_group, seed, split), f"{suite} ({split} split)"
+        suite_settings = suite_settings or SuiteSettings()
+        items = make_suite(str(suite), edit, suite_settings, pipe=pipe)
+        source = f"{suite} ({suite_settings.split} split)"
     elif isinstance(suite, (str, Path)):
         items, source = read_suite(suite), str(suite)
     else:

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from locedit.errors import LoceditError
 from locedit.io import atomic_path, read_jsonl
+from locedit.options import is_int, option, require, require_choice
 from locedit.probes.probes import attribute_name
 
 EFFICACY_GROUPS = ("efficacy", "generality")
@@ -130,22 +131,43 @@ def write_suite(items: Iterable[EvalItem], path: str | Path) -> None:
         tmp.write_text("".join(json.dumps(it.to_json(), sort_keys=True) + "\n" for it in items))
 
 
-# Generated suites: name -> factory(edit, per_group, seed, split) -> items, for suites a model's world
+@dataclass
+class SuiteSettings:
+    """How a generated suite is drawn (CLI: `locedit eval` --per-group, --seed, --split)."""
+
+    # Prompts per group: 40 gives a Wilson 95% interval of about ±0.1 at a rate of 0.8.
+    per_group: int = option(40, parse=int, metavar="N", help="generated suite: prompts per group")
+    # Seed of the records drawn and of each prompt's generation seed.
+    seed: int = option(0, parse=int, help="generated suite: seed of the records and generation seeds")
+    # Which held-out phrasings: "dev" chose locedit's defaults, "test" is for reporting only.
+    split: str = option(
+        "test", choices=("test", "dev"), help="generated suite: held-out phrasings (dev tunes, test reports)"
+    )
+
+    def __post_init__(self):
+        require(self, "per_group", is_int(self.per_group, 1), "a positive integer")
+        require(self, "seed", is_int(self.seed, 0), "a non-negative integer")
+        require_choice(self, "split", ("test", "dev"))
+
+
+# Generated suites: name -> factory(edit, per_group, seed, split, pipe) -> items, for suites a model's world
 # can draw for any edit of it. `builtin` (the built-in shapes world) is registered by `locedit.builtin`.
 SuiteFactory = Callable[..., list[EvalItem]]
 SUITES: dict[str, SuiteFactory] = {}
 
 
 def register_suite(name: str, factory: SuiteFactory) -> None:
-    """Make the suite name `name` build `factory(edit, per_group=..., seed=..., split=...)`."""
+    """Make the suite name `name` build `factory(edit, per_group=..., seed=..., split=..., pipe=...)`."""
     SUITES[name] = factory
 
 
-def make_suite(name: str, edit, per_group: int = 40, seed: int = 0, split: str = "test") -> list[EvalItem]:
-    """The generated suite `name` for `edit`: `per_group` items per group, drawn with `seed`, in `split`."""
+def make_suite(name: str, edit, settings: SuiteSettings | None = None, pipe=None) -> list[EvalItem]:
+    """The generated suite `name` for `edit`, drawn as `settings` say, for the model `pipe` (None: the
+    suite's default model)."""
     if name not in SUITES:
         raise SuiteError(f"unknown suite {name!r}; give a JSONL suite file, or one of: {', '.join(SUITES) or 'none'}")
-    return SUITES[name](edit, per_group=per_group, seed=seed, split=split)
+    s = settings or SuiteSettings()
+    return SUITES[name](edit, per_group=s.per_group, seed=s.seed, split=s.split, pipe=pipe)
 
 
 def normalize_caption(text: str) -> str:

@@ -16,7 +16,7 @@ BUILTIN_PREFIX = "builtin:"
 # world, classifier and training code); found by path here, so that loading never imports them.
 _BUILTIN_DIR = Path(__file__).resolve().parent.parent / "builtin"
 #: built-in model name -> folder loadable by ``diffusers.StableDiffusionPipeline.from_pretrained``.
-BUILTIN_MODELS: dict[str, Path] = {"shapes": _BUILTIN_DIR / "shapes"}
+BUILTIN_MODELS: dict[str, Path] = {"shapes": _BUILTIN_DIR / "shapes", "scenes": _BUILTIN_DIR / "scenes"}
 DEFAULT_DEVICE = "cpu"  # where pipelines load unless told (CLI --device): CPU works everywhere; "auto" picks CUDA
 DEFAULT_DTYPE = "float32"  # weight dtype unless told (CLI --dtype): full precision, as the edits are solved in
 
@@ -60,12 +60,20 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def builtin_path(name: str) -> Path:
     """Folder of the built-in model ``name`` (a leading ``builtin:`` is accepted).
 
-    Raises InvalidInputError naming the available models for an unknown name.
+    Raises InvalidInputError naming the available models for an unknown name, or how to build a known
+    one whose weights are not in this installation.
     """
     key = name.removeprefix(BUILTIN_PREFIX)
     if key not in BUILTIN_MODELS:
         raise InvalidInputError(f"unknown built-in model {name!r}; available: {', '.join(sorted(BUILTIN_MODELS))}")
-    return BUILTIN_MODELS[key]
+    folder = BUILTIN_MODELS[key]
+    if not (folder / "model_index.json").is_file():
+        raise ModelNotFoundError(
+            f"built-in model {key!r} is not in this installation ({folder} has no weights); build it with "
+            f"`python -m locedit.builtin.train --model {key} --out CHECKPOINTS` and "
+            f"`... --stage assemble --export {folder}`, or use builtin:shapes"
+        )
+    return folder
 
 
 def resolve_model_path(spec: str | Path) -> Path:

@@ -34,17 +34,24 @@ def _bytes_to_unicode() -> dict[int, str]:
     return dict(zip(bs, (chr(c) for c in cs)))
 
 
-def clip_tokenizer_files(bpe_gz: str | Path, out_dir: str | Path) -> Path:
-    """Write vocab.json and merges.txt of the CLIP BPE tokenizer from open_clip's bpe .txt.gz file."""
+def clip_tokenizer_files(bpe_gz: str | Path, out_dir: str | Path, merges: int | None = None) -> Path:
+    """Write vocab.json and merges.txt of the CLIP BPE tokenizer from open_clip's bpe .txt.gz file.
+
+    `merges`: keep only CLIP's first `merges` merges (they are ranked by frequency), for a vocabulary
+    of 512 byte tokens + `merges` + 2 specials; None keeps all 48,894 (the real 49,408-token vocabulary).
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     lines = gzip.open(bpe_gz).read().decode("utf-8").split("\n")
-    merges = lines[1 : 49152 - 256 - 2 + 1]
+    n_merges = CLIP_VOCAB_SIZE - 512 - 2
+    if merges is not None and not 0 <= merges <= n_merges:
+        raise InvalidInputError(f"merges must be in 0..{n_merges} (got {merges})")
+    merges = lines[1 : 1 + (n_merges if merges is None else merges)]
     vocab = list(_bytes_to_unicode().values())
     vocab = vocab + [v + "</w>" for v in vocab]
     vocab += ["".join(m.split()) for m in merges]
     vocab += ["<|startoftext|>", "<|endoftext|>"]
-    assert len(vocab) == CLIP_VOCAB_SIZE
+    assert len(vocab) == 512 + len(merges) + 2
     (out / "vocab.json").write_text(json.dumps({v: i for i, v in enumerate(vocab)}))
     (out / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
     return out

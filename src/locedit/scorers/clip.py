@@ -44,6 +44,8 @@ class ClipScorer(Scorer):
         self.name = f"clip:{folder}"
         self.device = torch.device(device)
         self.model = CLIPModel.from_pretrained(str(folder), local_files_only=True).to(self.device).eval()
+        if self.device.type == "cpu":  # float16 folders (e.g. builtin:scenes' CLIP) compute in float32 on CPU
+            self.model = self.model.float()
         self.tokenizer = CLIPTokenizer.from_pretrained(str(folder), local_files_only=True)
         mean, std = _CLIP_MEAN, _CLIP_STD
         pre = folder / "preprocessor_config.json"
