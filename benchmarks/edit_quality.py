@@ -45,7 +45,7 @@ def variants() -> dict[str, dict]:
     out_proj = dict(module="attn_out")
     return {
         "paper: out_proj, templates": dict(**out_proj, corpus_keys=0, corpus_weight=0.0),
-        "out_proj, mined, μ=100 (0.2)": dict(**out_proj, corpus_weight=100.0),
+        "out_proj, mined, μ=100 (old default)": dict(**out_proj, corpus_weight=100.0),
         "out_proj, mined, μ=10⁴": dict(**out_proj, corpus_weight=1e4),
         "v_proj, templates, μ=10": dict(corpus_keys=0),
         "v_proj, mined, no vocab prior": dict(vocab_weight=0.0),

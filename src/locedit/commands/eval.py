@@ -16,7 +16,7 @@ def register(sub) -> None:
         "eval",
         help="judge an edit: efficacy, generality, specificity groups, null control",
         description="Generate every suite prompt with its seed before and after the edit (and with a random ΔW of "
-        "the edit's norm, the null control), judge each image, and report rates with 95%% intervals.",
+        "the edit's norm, the null control), judge each image, and report rates with 95% intervals.",
     )
     add_model_args(p)
     p.add_argument("edit", metavar="EDIT", help="edit file written by `locedit edit --out`")

@@ -1,6 +1,9 @@
-"""DIFF-QUICKFIX: closed-form ridge edit of a text encoder's layer-0 self-attention out-projection.
+"""DIFF-QUICKFIX: closed-form ridge edit of a projection of a text encoder's layer-0 self-attention.
 
-For key captions ("a photo of van gogh") and value captions ("a photo of painting") the inputs of
+The paper edits the out-projection (`module="attn_out"`); locedit's default is the value projection
+(`module="attn_v"`, see QuickFixConfig.module), whose input at a position is that token's own
+embedding. Written for the out-projection (the value projection alike, with its own inputs): for key
+captions ("a photo of van gogh") and value captions ("a photo of painting") the inputs of
 the out-projection at the subject's positions are keys k and the projection's outputs for the
 value caption, *without* the bias, are values v = W x_value. The edited weight minimises
 
