@@ -70,7 +70,8 @@ def test_trace_and_report(tiny_dirs, tmp_path, capsys):
     _, loud_err = run(capsys, *args, "--out", str(tmp_path / "loud"))
     assert "trace unet" in loud_err  # the cell bar
     out, err = run(capsys, "report", str(tmp_path / "q"), "--quiet")
-    assert err == "" and out == f"report: 2 heatmap(s) in {tmp_path / 'q' / 'report'}\n"
+    folder = tmp_path / "q" / "report"
+    assert err == "" and out == f"report: 2 heatmap(s) and heatmaps.csv (mean, 95% interval, n per cell) in {folder}\n"
 
 
 def test_eval(tiny_dirs, tiny_clip, tiny_edit, tmp_path, capsys):

@@ -1,5 +1,5 @@
-"""The built-in model's registrations: the `builtin` scorer, judge and suite work by name, without
-importing locedit.builtin by hand, from a fresh interpreter."""
+"""The built-in models' registrations: the `builtin` scorer (graded: the probability of the asked value),
+judge and suite work by name for both worlds, without importing locedit.builtin by hand."""
 
 from __future__ import annotations
 
@@ -10,49 +10,120 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from locedit.builtin import world
-from locedit.builtin.plugins import BuiltinScorer
+from locedit.builtin import plugins, world
+from locedit.builtin.classifier import ShapesClassifier, ShapesCNN
+from locedit.builtin.plugins import BuiltinScorer, classifier_path
 from locedit.evaluate.judges import ClassifierJudge, make_judge
-from locedit.evaluate.suite import SuiteError, SuiteSettings, make_suite
+from locedit.evaluate.suite import EvalItem, SuiteError, SuiteSettings, make_suite
+from locedit.models.loading import BUILTIN_MODELS
 from locedit.probes import Probe
 from locedit.scorers import ScorerError, check_scorer_spec, make_scorer
 
 
-class FakeClassifier:
-    """Red when the image is bright, blue otherwise; always a circle."""
-
-    def predict(self, images):
-        return [{"colour": "red" if float(im.mean()) > 0.5 else "blue", "shape": "circle"} for im in images]
+def _images(w: world.World, records: list[world.Record]) -> torch.Tensor:
+    return torch.from_numpy(w.render_batch(records))
 
 
-def test_builtin_scorer_scores_the_probed_attribute():
-    scorer = BuiltinScorer(FakeClassifier())
-    images = torch.stack([torch.ones(3, 4, 4), torch.zeros(3, 4, 4)])
-    # value given: 1 where the label is that value
-    assert scorer.score(images, Probe("a red circle", "red", "color", "red"), images[0]).tolist() == [1.0, 0.0]
-    # no value: the label of the clean image (images[1], blue)
-    assert scorer.score(images, Probe("a red circle", "red", "color"), images[1]).tolist() == [0.0, 1.0]
-    with pytest.raises(ScorerError, match="no attribute 'style'"):
-        scorer.score(images, Probe("a striped circle", "striped", "style"), images[0])
-
-
-def test_builtin_specs_with_the_shipped_classifier():
+def test_builtin_scorer_gives_the_probability_of_the_asked_value():
     scorer = make_scorer("builtin")
-    assert isinstance(scorer, BuiltinScorer) and scorer.name == "builtin"
+    assert isinstance(scorer, BuiltinScorer) and scorer.name == "builtin" and scorer.min_drop == 0.5
     records = [
-        world.Record(shape="circle", colour="red", style="plain"),
-        world.Record(shape="circle", colour="blue", style="plain"),
+        world.Record(shape="circle", colour="red", style="plain", seed=1),
+        world.Record(shape="square", colour="blue", style="striped", seed=2),
+        world.Record(shape="triangle", colour="green", style="dotted", seed=3),
     ]
-    images = torch.from_numpy(world.render_batch(records))
-    assert scorer.score(images, Probe("a red circle", "red", "color", "red"), images[0]).tolist() == [1.0, 0.0]
-    with pytest.raises(ScorerError, match="takes no argument"):
+    images = _images(world.SHAPES_WORLD, records)
+    red = scorer.score(images, Probe("a red circle", "red", "color", "red"), images[0])
+    assert red.dtype == torch.float64 and red.shape == (3,)
+    assert ((red >= 0) & (red <= 1)).all()
+    assert red[0] > 0.9 and red[1:].max() < 0.1
+    # graded, not a 0/1 label
+    assert 0.0 < float(red[1:].max()) and float(red[0]) < 1.0
+    circle = scorer.score(images, Probe("a red circle", "circle", "object", "circle"), images[0])
+    assert circle[0] > 0.9 and circle[1:].max() < 0.1
+    # no value: the value the classifier sees in the clean reference (images[1] is striped)
+    style = scorer.score(images, Probe("a blue square on a striped background", "striped", "style"), images[1])
+    assert style[1] > 0.9 and style[0] < 0.1 and style[2] < 0.1
+    with pytest.raises(ScorerError, match="no attribute 'position'.*positions exist only in the scenes world"):
+        scorer.score(images, Probe("a red circle on the left", "on the left", "position", "left"), images[0])
+    with pytest.raises(ScorerError, match="no attribute 'action'"):
+        scorer.score(images, Probe("a red circle", "circle", "action"), images[0])
+    with pytest.raises(ScorerError, match="'orange' is not a colour of the built-in shapes world"):
+        scorer.score(images, Probe("an orange circle", "orange", "colour", "orange"), images[0])
+
+
+def test_builtin_scorer_picks_the_world_by_image_size():
+    torch.manual_seed(0)
+    scenes = ShapesClassifier(ShapesCNN(world.SCENES_WORLD), world.SCENES_WORLD)  # untrained weights
+    scorer = BuiltinScorer([scenes])
+    records = [
+        world.Record("heart", "orange", "wavy", "large", position="left", seed=1),
+        world.Record("ring", "blue", "grid", "small", position="top", seed=2),
+    ]
+    big = _images(world.SCENES_WORLD, records)
+    assert big.shape[-1] == 48
+    # 48x48 images are read by the scenes classifier: its colours (orange) and positions exist
+    orange = scorer.score(big, Probe("an orange heart", "orange", "colour", "orange"), big[0])
+    expected = scenes.predict_proba(big)["colour"][:, world.SCENES_WORLD.colours.index("orange")]
+    assert torch.allclose(orange, expected.double()) and orange[0] > 0.5 > 0.1 > orange[1]
+    position = scorer.score(big, Probe("a heart on the left", "on the left", "position", "left"), big[0])
+    expected = scenes.predict_proba(big)["position"][:, world.SCENES_WORLD.positions.index("left")]
+    assert torch.allclose(position, expected.double())
+    assert scorer.worlds.world_of(big) is world.SCENES_WORLD
+    # 32x32 images still go to the shipped shapes classifier
+    small = _images(world.SHAPES_WORLD, [world.Record("circle", "red", "plain")])
+    assert scorer.worlds.world_of(small) is world.SHAPES_WORLD
+    assert scorer.score(small, Probe("a red circle", "circle", "object", "circle"), small[0])[0] > 0.9
+    # a size no world draws: a clear error; builtin:shapes forces the shapes world (resized)
+    odd = torch.rand(2, 3, 40, 40)
+    with pytest.raises(ScorerError, match="no built-in world draws 40×40 images.*builtin:WORLD"):
+        scorer.score(odd, Probe("a red circle", "red", "colour", "red"), odd[0])
+    forced = make_scorer("builtin:shapes")
+    assert forced.name == "builtin:shapes" and forced.worlds.world_of(big) is world.SHAPES_WORLD
+    assert forced.score(big, Probe("a blue ring", "ring", "object", "circle"), big[0]).shape == (2,)
+    with pytest.raises(ScorerError, match="unknown built-in world in scorer builtin:x"):
         check_scorer_spec("builtin:x")
 
+
+def test_a_missing_scenes_classifier_names_the_fix(monkeypatch, tmp_path):
+    monkeypatch.setitem(BUILTIN_MODELS, "scenes", tmp_path / "scenes")
+    assert classifier_path(world.SCENES_WORLD) == tmp_path / "scenes" / "classifier.safetensors"
+    scorer = BuiltinScorer()
+    big = torch.rand(1, 3, 48, 48)
+    with pytest.raises(ScorerError, match=r"classifier of the built-in scenes world is not installed.*--model scenes"):
+        scorer.score(big, Probe("a red circle", "red", "colour", "red"), big[0])
+    judge = make_judge("builtin")
+    with pytest.raises(SuiteError, match="scenes world is not installed"):
+        judge.observe(big, [])
+
+
+def test_builtin_judge_for_both_worlds():
     judge = make_judge("builtin")
     assert isinstance(judge, ClassifierJudge) and judge.name == "builtin"
+    records = [world.Record("circle", "red", "plain"), world.Record("circle", "blue", "plain")]
+    images = _images(world.SHAPES_WORLD, records)
     assert [o["colour"] for o in judge.observe(images, [])] == ["red", "blue"]
-    with pytest.raises(SuiteError, match="unknown judge 'nope'; use one of: clip:PATH, builtin"):
+    # values from both worlds: a scenes item (orange, position) passes the check
+    assert "orange" in judge.values["colour"] and judge.values["position"] == world.SCENES_WORLD.positions
+    judge.check([EvalItem("an orange heart on the left", "neighbours", 0, expect={"position": "left"})])
+    shapes_only = make_judge("builtin:shapes")
+    assert shapes_only.name == "builtin:shapes" and "position" not in shapes_only.values
+    with pytest.raises(SuiteError, match="unknown attribute 'position'"):
+        shapes_only.check([EvalItem("a red circle on the left", "neighbours", 0, expect={"position": "left"})])
+    with pytest.raises(SuiteError, match="unknown built-in world in judge builtin:x"):
+        make_judge("builtin:x")
+    with pytest.raises(SuiteError, match=r"unknown judge 'nope'; use one of: clip:PATH, builtin\[:WORLD\]"):
         make_judge("nope")
+
+
+def test_builtin_judge_reads_scenes_images_with_the_scenes_classifier(monkeypatch):
+    torch.manual_seed(0)
+    scenes = ShapesClassifier(ShapesCNN(world.SCENES_WORLD), world.SCENES_WORLD)
+    monkeypatch.setattr(plugins, "load_classifier", lambda w, error: scenes)
+    judge = make_judge("builtin")
+    big = _images(world.SCENES_WORLD, [world.Record("heart", "orange", "wavy", position="left", seed=3)])
+    (labels,) = judge.observe(big, [])
+    assert set(labels) == {"colour", "shape", "style", "size", "position"} and labels["colour"] == "orange"
 
 
 def test_builtin_suite_by_name():

@@ -21,18 +21,25 @@ DEMO_MARKER = "demo.json"
 
 @dataclass
 class DemoSettings:
-    """What the demo runs. Defaults fit in about 3 minutes on a 2-core CPU."""
+    """What the demo runs. Defaults fit in about 2 minutes on a 2-core CPU (see its summary's timings)."""
 
     steps: int = option(20, parse=int, help="denoising steps of the evaluation generations")  # DPM-Solver++
-    trace_steps: int = 8  # denoising steps of the traced generations (hundreds of cells)
+    # denoising steps of the traced generations (~1600 cells): 6 keeps the demo near 2 minutes (8 traces a
+    # third longer)
+    trace_steps: int = 6
     guidance: float = 5.0  # classifier-free guidance scale (the built-in model is trained for 5)
-    seeds: tuple[int, ...] = (0, 1)  # trace seeds (each also draws its own corruption noise)
-    # corruption noise scale in embedding stds: at 12 every probe of the demo is destroyed for at least
-    # one of the two seeds (the built-in encoder shrugs off ROME's 3; "auto" also works, slower)
+    # trace seeds (each also draws its own corruption noise): six, so that heatmap cells average several
+    # destroyed (prompt, seed) pairs and carry a 95% interval
+    seeds: tuple[int, ...] = (0, 1, 2, 3, 4, 5)
+    # corruption noise scale in embedding stds: at 12 (6 steps) the colour probe is destroyed for 5 of the 6
+    # seeds, the artist for 4, the style word for 1 (it resists every scale up to 24); the built-in encoder
+    # shrugs off ROME's 3; "auto" also works, slower
     noise: float | str = 12.0
     trace_batch: int = 32  # restored rows per denoising loop
     probe_count: int = 3  # how many of shapes_probes() to trace (colour, style word, artist first)
-    text_states: tuple[str, ...] = ("residual", "attn")  # text-encoder states traced (mlp: add "mlp")
+    # text-encoder states traced: self-attention outputs, where the built-in encoder holds what it knows
+    # (add "residual" or "mlp" for their maps; each adds as much time again to the text trace)
+    text_states: tuple[str, ...] = ("attn",)
     unet_layers: tuple[str, ...] | None = None  # UNet kinds/globs traced; None = every layer
     edit_key: str = "striped"  # style removed by the demo edit
     edit_value: str = "plain"  # ... and what it becomes
@@ -94,19 +101,41 @@ def _check_out(out: Path) -> None:
         raise FileExistsError(f"--out {str(out)!r} exists and is not an earlier demo folder; choose a new folder")
 
 
-def _top_cells(rows: list[dict], component: str, n: int = 5) -> list[dict]:
-    """The `n` most causal single states of a trace's rows: self-attention outputs for the text
-    encoder (restoring the residual stream at the subject trivially restores everything), layers
-    below whole blocks for the UNet."""
+def _top_cells(rows: list[dict], component: str, config: dict, n: int = 5) -> list[dict]:
+    """The `n` most causal single states of a trace's rows, each the mean effect over its prompt's destroyed
+    seeds with a 95% t-interval [lo, hi] (None for one seed) and n: self-attention outputs for the text
+    encoder (restoring the residual stream at the subject trivially restores everything), layers below
+    whole blocks for the UNet."""
+    from locedit.report.heatmaps import cell_stats, pairs_of
+
     if component == "text-encoder":
         rows = [r for r in rows if r["state"] == "attn"] or rows
         fields = ("prompt", "layer", "token", "state")
     else:
         rows = [r for r in rows if r["state"] != "block"] or rows
         fields = ("prompt", "layer", "state")
-    scored = [r for r in rows if r.get("effect") not in ("", None)]
-    best = sorted(scored, key=lambda r: -float(r["effect"]))[:n]
-    return [{f: r[f] for f in fields} | {"effect": round(float(r["effect"]), 3)} for r in best]
+    destroyed, _ = pairs_of(rows)
+    stats = cell_stats(rows, lambda r: [(int(r["prompt_index"]), *(r[f] for f in fields))], destroyed)
+    best = sorted(stats.items(), key=lambda kv: (-kv[1].mean, -kv[1].n))[:n]
+    out = []
+    for (pi, *values), s in best:
+        cell = dict(zip(fields, values))
+        if "token" in cell:  # the token's text after its index, e.g. "2 red*" (* = subject)
+            tokens, (start, end) = config["tokens"][pi][0], config["subject_spans"][pi][0]
+            t = int(cell["token"])
+            cell["token"] = f"{t} {tokens[t].replace('</w>', '')}{'*' if start <= t < end else ''}"
+        bounds = {"lo": None, "hi": None} if s.n < 2 else {"lo": round(s.lo, 3), "hi": round(s.hi, 3)}
+        out.append(cell | {"effect": round(s.mean, 3), **bounds, "n": s.n})
+    return out
+
+
+def _destroyed_counts(rows: list[dict]) -> dict[str, list[int]]:
+    """Per prompt: [(prompt, seed) pairs whose corruption destroyed the attribute, pairs traced]."""
+    from locedit.report.heatmaps import pairs_of
+
+    destroyed, every = pairs_of(rows)
+    prompts = {int(r["prompt_index"]): r["prompt"] for r in rows}
+    return {prompts[pi]: [sum(p[0] == pi for p in destroyed), sum(p[0] == pi for p in every)] for pi in sorted(prompts)}
 
 
 def run_demo(out: str | Path = "locedit-demo", settings: DemoSettings | None = None, quiet: bool = False) -> dict:
@@ -179,13 +208,14 @@ def _trace(pipe, component: str, cfg: DemoSettings, probes_file: Path, work: Pat
         layers=layers,
     )
     run_trace(req, pipe=pipe, quiet=quiet)
-    draw_report(run_dir, work / "heatmaps")
+    draw_report(run_dir, work / "heatmaps" / component)
     rows = read_results(run_dir)
     config = json.loads((run_dir / "config.json").read_text())
     return {
         "noise": config.get("noise"),
         "cells": int(config.get("cells", len(rows))),
-        "top_cells": _top_cells(rows, component),
+        "destroyed": _destroyed_counts(rows),
+        "top_cells": _top_cells(rows, component, config),
     }
 
 
@@ -238,9 +268,20 @@ def summary_markdown(summary: dict) -> str:
     lines = ["# locedit demo on builtin:shapes", ""]
     for component, info in summary["trace"].items():
         lines += [f"## Causal tracing: {component} (noise {info['noise']:.2f}, {info['cells']} cells)", ""]
-        cols = [k for k in info["top_cells"][0] if k != "effect"] + ["effect"] if info["top_cells"] else []
-        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-        lines += ["| " + " | ".join(str(c[k]) for k in cols) + " |" for c in info["top_cells"]]
+        counts = info["destroyed"]
+        k, m = sum(c[0] for c in counts.values()), sum(c[1] for c in counts.values())
+        lines += [
+            f"The corruption destroyed the attribute in {k} of {m} (prompt, seed) pairs ("
+            + "; ".join(f"{p!r}: {c[0]} of {c[1]}" for p, c in counts.items())
+            + "). Top cells: mean normalized effect over the prompt's destroyed seeds, 95% t-interval "
+            "(none for n = 1); heatmaps and every cell's interval in heatmaps/" + component + "/.",
+            "",
+        ]
+        cols = [c for c in info["top_cells"][0] if c not in ("effect", "lo", "hi", "n")] if info["top_cells"] else []
+        lines += ["| " + " | ".join([*cols, "effect [95% CI]", "n"]) + " |", "|" + "---|" * (len(cols) + 2)]
+        for c in info["top_cells"]:
+            effect = f"{c['effect']:.2f}" + ("" if c["lo"] is None else f" [{c['lo']:.2f}, {c['hi']:.2f}]")
+            lines.append("| " + " | ".join([*(str(c[k]) for k in cols), effect, str(c["n"])]) + " |")
         lines.append("")
     e = summary["edit"]
     lines += [

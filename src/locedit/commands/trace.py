@@ -28,9 +28,12 @@ def register(sub) -> None:
     add_options(p, TraceSettings)  # --restore, --window, --min-drop, --no-padding
     p.set_defaults(func=run_trace_cmd)
 
-    r = sub.add_parser("report", help="draw heatmaps of a trace run")
+    r = sub.add_parser(
+        "report",
+        help="draw heatmaps of a trace run (mean effect and 95%% interval over destroyed (prompt, seed) pairs)",
+    )
     r.add_argument("run_dir", metavar="RUNDIR", help="a finished trace run directory")
-    r.add_argument("--out", default=None, help="folder for the PNGs (default: RUNDIR/report)")
+    r.add_argument("--out", default=None, help="folder for the PNGs and heatmaps.csv (default: RUNDIR/report)")
     add_quiet(r)
     r.set_defaults(func=run_report_cmd)
 
@@ -71,5 +74,6 @@ def run_report_cmd(args: argparse.Namespace) -> int:
     for path in written:
         say(args, path)
     folder = Path(args.out) if args.out is not None else Path(args.run_dir) / "report"
-    print(f"report: {len(written)} heatmap(s) in {folder}")
+    pngs = sum(path.suffix == ".png" for path in written)
+    print(f"report: {pngs} heatmap(s) and heatmaps.csv (mean, 95% interval, n per cell) in {folder}")
     return 0

@@ -1,5 +1,34 @@
-"""Heatmaps of trace runs (matplotlib PNGs), drawn from a run directory's results.csv."""
+"""Heatmaps of trace runs (matplotlib PNGs with 95% intervals over (prompt, seed) pairs, and their
+table), drawn from a run directory's results.csv; image grids for edit evaluations."""
 
-from locedit.report.heatmaps import TOKEN_CATEGORIES, draw_report, text_grid, text_summary, token_categories, unet_table
+from locedit.report.heatmaps import (
+    TOKEN_CATEGORIES,
+    CellStat,
+    Heatmap,
+    cell_stats,
+    draw_heatmap,
+    draw_report,
+    heatmaps,
+    t_interval,
+    text_prompt,
+    text_summary,
+    token_categories,
+    unet_by_attribute,
+    unet_by_prompt,
+)
 
-__all__ = ["TOKEN_CATEGORIES", "draw_report", "text_grid", "text_summary", "token_categories", "unet_table"]
+__all__ = [
+    "TOKEN_CATEGORIES",
+    "CellStat",
+    "Heatmap",
+    "cell_stats",
+    "draw_heatmap",
+    "draw_report",
+    "heatmaps",
+    "t_interval",
+    "text_prompt",
+    "text_summary",
+    "token_categories",
+    "unet_by_attribute",
+    "unet_by_prompt",
+]
