@@ -81,8 +81,9 @@ def test_top_cells_average_the_destroyed_seeds_with_an_interval():
     expected = t_interval([0.8, 0.85, 0.9, 0.95])
     assert top[0]["token"] == "2 red*" and top[0]["n"] == 4 and top[0]["effect"] == pytest.approx(0.875)
     assert top[0]["lo"] == pytest.approx(expected.lo, abs=1e-3) and top[0]["hi"] == pytest.approx(expected.hi, abs=1e-3)
-    assert top[1]["token"] == "1 a" and top[1]["n"] == 1 and top[1]["lo"] is None  # one seed: no interval
-    assert top[2]["token"] == "3 circle" and top[2]["lo"] == top[2]["hi"] == 0.5
+    # ranked by mean; a single seed (no interval) comes after, though its mean is higher than 0.5
+    assert top[1]["token"] == "3 circle" and top[1]["lo"] == top[1]["hi"] == 0.5
+    assert top[2]["token"] == "1 a" and top[2]["n"] == 1 and top[2]["lo"] is None
     summary = {
         "trace": {"text-encoder": {"noise": 12.0, "cells": 9, "destroyed": {"a red circle": [4, 5]}, "top_cells": top}},
         "edit": {"pairs": [["striped", "plain"]], "settings": {}, "rows": [], "weight": {"tensors": {}}},

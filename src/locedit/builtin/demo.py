@@ -102,10 +102,11 @@ def _check_out(out: Path) -> None:
 
 
 def _top_cells(rows: list[dict], component: str, config: dict, n: int = 5) -> list[dict]:
-    """The `n` most causal single states of a trace's rows, each the mean effect over its prompt's destroyed
-    seeds with a 95% t-interval [lo, hi] (None for one seed) and n: self-attention outputs for the text
-    encoder (restoring the residual stream at the subject trivially restores everything), layers below
-    whole blocks for the UNet."""
+    """The `n` most causal single states of a trace's rows, each the mean effect over its prompt's
+    destroyed seeds with a 95% t-interval [lo, hi] (None for one seed) and n: self-attention outputs for the
+    text encoder (restoring the residual stream at the subject trivially restores everything), layers below
+    whole blocks for the UNet. Ranked by mean; cells of a single destroyed seed (no interval) come after those
+    with an interval."""
     from locedit.report.heatmaps import cell_stats, pairs_of
 
     if component == "text-encoder":
@@ -116,7 +117,7 @@ def _top_cells(rows: list[dict], component: str, config: dict, n: int = 5) -> li
         fields = ("prompt", "layer", "state")
     destroyed, _ = pairs_of(rows)
     stats = cell_stats(rows, lambda r: [(int(r["prompt_index"]), *(r[f] for f in fields))], destroyed)
-    best = sorted(stats.items(), key=lambda kv: (-kv[1].mean, -kv[1].n))[:n]
+    best = sorted(stats.items(), key=lambda kv: (kv[1].n < 2, -kv[1].mean))[:n]
     out = []
     for (pi, *values), s in best:
         cell = dict(zip(fields, values))
@@ -273,8 +274,9 @@ def summary_markdown(summary: dict) -> str:
         lines += [
             f"The corruption destroyed the attribute in {k} of {m} (prompt, seed) pairs ("
             + "; ".join(f"{p!r}: {c[0]} of {c[1]}" for p, c in counts.items())
-            + "). Top cells: mean normalized effect over the prompt's destroyed seeds, 95% t-interval "
-            "(none for n = 1); heatmaps and every cell's interval in heatmaps/" + component + "/.",
+            + "). Top cells: mean normalized effect over the prompt's destroyed seeds with its 95% t-interval, "
+            "ranked by mean (cells of one seed, without interval, last); heatmaps and every "
+            "cell's interval in heatmaps/" + component + "/.",
             "",
         ]
         cols = [c for c in info["top_cells"][0] if c not in ("effect", "lo", "hi", "n")] if info["top_cells"] else []
