@@ -114,3 +114,22 @@ def test_scenes_tokenizer_round_trips_captions_and_splits_unseen_words(tmp_path)
         ids = tok(word, add_special_tokens=False).input_ids
         assert len(ids) >= 2 and tok.unk_token_id not in ids, word
         assert tok.decode(ids) == word
+
+
+def test_colour_probabilities_are_sharp_in_both_worlds():
+    """Rendered objects get their own colour with high probability, also where hues are close (scenes:
+    red, orange and yellow lie 25–28° apart); the shapes world's rule is unchanged (15°)."""
+    import torch
+
+    from locedit.builtin.classifier import colour_probabilities, hue_sigma
+
+    assert hue_sigma(world.SHAPES_WORLD) == 15.0 and hue_sigma(W) < 8.0
+    for w in (world.SHAPES_WORLD, W):
+        recs = [
+            world.Record("square", c, "plain", "large", seed=s, position="centre" if w.positions else None)
+            for c in w.colours
+            for s in range(3)
+        ]
+        p = colour_probabilities(torch.from_numpy(w.render_batch(recs)), w)
+        own = p[torch.arange(len(recs)), torch.tensor([w.colours.index(r.colour) for r in recs])]
+        assert own.min() > 0.9, (w.name, own)

@@ -20,7 +20,16 @@ from torch import nn
 from locedit.builtin import world
 
 WEIGHTS = Path(__file__).with_name("classifier.safetensors")  # the shapes world's classifier
-_HUE_SIGMA = 15.0  # degrees; softness of the colour probabilities around each colour's hue
+# degrees; softness of the colour probabilities around each colour's hue: 15, or 0.3 × the world's closest
+# pair of hues when that is smaller (the scenes world's red/orange/yellow are 25–28° apart)
+_HUE_SIGMA = 15.0
+
+
+def hue_sigma(w: world.World) -> float:
+    """Softness (degrees) of world ``w``'s colour probabilities."""
+    hues = sorted(w.colour_hue.values())
+    gaps = [b - a for a, b in zip(hues, hues[1:])] + [360.0 - hues[-1] + hues[0]]
+    return min(_HUE_SIGMA, 0.3 * min(gaps))
 
 
 def heads(w: world.World = world.SHAPES_WORLD) -> dict[str, tuple[str, ...]]:
@@ -126,7 +135,7 @@ def colour_probabilities(x: torch.Tensor, w: world.World = world.SHAPES_WORLD) -
     hue = torch.rad2deg(torch.atan2(cy, cx)) % 360.0
     centres = torch.tensor([w.colour_hue[c] for c in w.colours])
     d = (hue[:, None] - centres[None, :] + 180.0) % 360.0 - 180.0
-    return torch.softmax(-0.5 * (d / _HUE_SIGMA) ** 2, dim=1)
+    return torch.softmax(-0.5 * (d / hue_sigma(w)) ** 2, dim=1)
 
 
 class ShapesClassifier:
