@@ -10,20 +10,6 @@ from locedit.builtin import world
 from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_tokenizer
 
 
-def _training_captions() -> set[str]:
-    """Every caption the training distribution can produce."""
-    out = {
-        world.caption(world.Record(s, c, st, z), t)
-        for s, c, st, z in world.seen_combinations()
-        for t in world.TRAIN_TEMPLATES
-    }
-    return out | {
-        world.caption(replace(rec, entity=name), t)
-        for name, rec in world.ENTITIES.items()
-        for t in world.ENTITY_TEMPLATES
-    }
-
-
 def _max_caption_words() -> int:
     """The longest caption of the world, in words (its longest words in every template)."""
     longest = 0
@@ -54,7 +40,7 @@ def test_held_out_pairs_never_in_training():
     seen = world.seen_combinations()
     assert not any(world.is_held_out(c, s) for s, c, _, _ in seen)
     held_phrases = [f"{c} {s}" for c, s in world.HELD_OUT_PAIRS]
-    captions = _training_captions()
+    captions = world.SHAPES_WORLD.training_captions()
     for cap in captions:
         for phrase in held_phrases:
             assert phrase not in cap, (phrase, cap)
@@ -68,7 +54,7 @@ def test_held_out_pairs_never_in_training():
 
 
 def test_held_out_templates_are_new_captions():
-    captions = _training_captions()
+    captions = world.SHAPES_WORLD.training_captions()
     for template in world.HELD_OUT_TEMPLATES:
         assert template not in world.TRAIN_TEMPLATES
         for s, c, st, z in world.seen_combinations()[:40]:

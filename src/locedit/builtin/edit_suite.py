@@ -220,9 +220,9 @@ def world_of(pipe) -> World:
     if pipe is None:
         return SHAPES_WORLD
     size = pipe.unet.config.sample_size * getattr(pipe, "vae_scale_factor", 1)
-    for w in world.WORLDS.values():
-        if w.image_size == size:
-            return w
+    found = world.world_drawing(size, size)
+    if found is not None:
+        return found
     raise SuiteError(f"no built-in world draws {size}×{size} images; the builtin suite is for builtin models")
 
 

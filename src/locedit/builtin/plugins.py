@@ -19,7 +19,7 @@ import torch
 from locedit.builtin import classifier as clf
 from locedit.builtin.classifier import ShapesClassifier
 from locedit.builtin.edit_suite import suite_for_edit
-from locedit.builtin.world import WORLDS, World
+from locedit.builtin.world import WORLDS, World, world_drawing
 from locedit.errors import LoceditError
 from locedit.evaluate.judges import ClassifierJudge, Judge, register_judge
 from locedit.evaluate.suite import SuiteError, register_suite
@@ -75,9 +75,9 @@ class WorldClassifiers:
         if self.forced is not None:
             return self.forced
         h, w = images.shape[-2:]
-        for candidate in WORLDS.values():
-            if candidate.image_size == h == w:
-                return candidate
+        found = world_drawing(h, w)
+        if found is not None:
+            return found
         sizes = ", ".join(f"{x.name} {x.image_size}×{x.image_size}" for x in WORLDS.values())
         raise self.error(
             f"no built-in world draws {h}×{w} images ({sizes}); give builtin:WORLD (one of {', '.join(WORLDS)}) "

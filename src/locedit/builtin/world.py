@@ -391,11 +391,6 @@ render = SHAPES_WORLD.render
 render_batch = SHAPES_WORLD.render_batch
 
 
-def template_uses_artist(template: str) -> bool:
-    """True when the template names the style through an artist."""
-    return "{artist}" in template
-
-
 # ================================================================ the scenes world (builtin:scenes)
 #: caption pieces of the scenes world; templates are every combination in two word orders.
 _SCENE_PREFIXES = ("", "a photo of ", "a picture of ", "an image of ", "a render of ")
@@ -502,6 +497,11 @@ SCENES_WORLD = World(
 )
 
 WORLDS: dict[str, World] = {w.name: w for w in (SHAPES_WORLD, SCENES_WORLD)}
+
+
+def world_drawing(height: int, width: int) -> World | None:
+    """The world whose images are height × width pixels, or None."""
+    return next((w for w in WORLDS.values() if w.image_size == height == width), None)
 
 
 def get_world(name: str) -> World:
