@@ -87,6 +87,32 @@ def test_esd_is_deterministic_given_a_seed(load_tiny):
     assert any(not torch.equal(a.after[n], c.after[n]) for n in a.names)
 
 
+@pytest.mark.parametrize("method", ["esd", "ablate"])
+def test_snapshots_equal_shorter_runs(load_tiny, method):
+    """The edit handed to on_snapshot after k steps is the edit of a run of k steps (tensors, loss
+    curve, settings): one training run serves a sweep of step counts."""
+    pipe = load_tiny("sd1")
+    if method == "esd":
+        run = lambda steps, **kw: esd(
+            pipe, "van gogh", "x", settings=FAST_ESD, steps=steps, lr=1e-3, progress=False, **kw
+        )  # noqa: E731
+    else:
+        run = lambda steps, **kw: ablate(
+            pipe, "van gogh", "painting", settings=FAST_ABLATE, steps=steps, lr=1e-2, progress=False, **kw
+        )  # noqa: E731
+    got = {}
+    full = run(5, snapshots=(2, 4, 9), on_snapshot=lambda k, e: got.setdefault(k, e))
+    assert sorted(got) == [2, 4]  # 9 is beyond the run
+    for k, snap in got.items():
+        short = run(k)
+        assert snap.names == short.names
+        assert all(torch.equal(snap.after[n], short.after[n]) for n in snap.names)
+        assert snap.meta["stats"]["loss"] == short.meta["stats"]["loss"]
+        assert snap.meta["settings"] == short.meta["settings"] and snap.meta["settings"]["steps"] == k
+        assert 0 < snap.meta["seconds"] < full.meta["seconds"]
+    assert any(not torch.equal(got[2].after[n], full.after[n]) for n in full.names)
+
+
 @pytest.mark.parametrize("variant", ["kv", "full"])
 def test_ablation_trains_its_variant_and_makes_an_edit(load_tiny, tmp_path, variant):
     pipe = load_tiny("sd1")

@@ -18,6 +18,7 @@ where Φ(·, c, ·) is, as in the paper and its code, the model being trained un
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -35,6 +36,7 @@ from locedit.edit.unet_tuning import (
     parameter_names,
     predict,
     settings_dict,
+    snapshot_callback,
     trainable_copy,
     unet_edit,
 )
@@ -156,11 +158,14 @@ def ablate(
     lr: float | None = None,
     seed: int | None = None,
     progress: bool = True,
+    snapshots: Sequence[int] = (),
+    on_snapshot: Callable[[int, Edit], None] | None = None,
 ) -> Edit:
     """Ablate `concept` onto `anchor` (e.g. "van gogh" → "painting") with Concept Ablation-`variant`.
 
     `pipe` is left untouched. steps, lr, seed override the fields of `settings` (see AblateSettings);
-    `progress` shows bars over the anchor generation and the training steps.
+    `progress` shows bars over the anchor generation and the training steps. on_snapshot(k, edit)
+    receives, for every k in `snapshots`, the Edit that a run of k steps returns.
 
     Returns:
         An Edit of the trained UNet tensors that changed, with meta method "ablate-kv"/"ablate-full",
@@ -213,6 +218,15 @@ def ablate(
             goal = predict(reference, x_t, t, anchor_cond.select(prompt_rows))
         return torch.nn.functional.mse_loss(predict(trained, x_t, t, target_cond.select(prompt_rows)), goal)
 
+    def meta(losses: list[float]) -> dict:
+        return {
+            "method": f"ablate-{variant}",
+            "pairs": [[concept, anchor]],
+            "settings": settings_dict(replace(cfg, steps=len(losses))),
+            "fit_captions": sorted(set(anchor_prompts + target_prompts)),
+            "stats": {**loss_summary(losses), "trained_tensors": len(names)},
+        }
+
     losses = optimise(
         params,
         loss_fn,
@@ -222,12 +236,6 @@ def ablate(
         max_grad_norm=cfg.max_grad_norm,
         progress=progress,
         desc=f"ablate-{variant}",
+        on_step=snapshot_callback(pipe, trained, names, meta, start, snapshots, on_snapshot),
     )
-    meta = {
-        "method": f"ablate-{variant}",
-        "pairs": [[concept, anchor]],
-        "settings": settings_dict(cfg),
-        "fit_captions": sorted(set(anchor_prompts + target_prompts)),
-        "stats": {**loss_summary(losses), "trained_tensors": len(names)},
-    }
-    return unet_edit(pipe, trained, names, meta, start)
+    return unet_edit(pipe, trained, names, meta(losses), start)

@@ -23,6 +23,7 @@ latent actually has (as here) but draws x_t with the frozen model. Neither is re
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -39,6 +40,7 @@ from locedit.edit.unet_tuning import (
     parameter_names,
     predict,
     settings_dict,
+    snapshot_callback,
     trainable_copy,
     unet_edit,
 )
@@ -107,6 +109,8 @@ def esd(
     lr: float | None = None,
     seed: int | None = None,
     progress: bool = True,
+    snapshots: Sequence[int] = (),
+    on_snapshot: Callable[[int, Edit], None] | None = None,
 ) -> Edit:
     """Erase `concept` from the UNet with ESD-`variant` ("x" or "u"); `pipe` is left untouched.
 
@@ -115,6 +119,8 @@ def esd(
         concept: the prompt to erase, e.g. "van gogh".
         steps, lr, seed: override the fields of `settings` (see ESDSettings).
         progress: show a progress bar over the training steps.
+        snapshots, on_snapshot: on_snapshot(k, edit) receives, for every k in `snapshots`, the Edit
+            that a run of k steps returns (the same tensors; one training run serves a sweep of steps).
 
     Returns:
         An Edit of the trained UNet tensors that changed (in the pipeline's dtype), with meta
@@ -149,12 +155,15 @@ def esd(
             target = e_uncond - cfg.negative_guidance * (e_cond - e_uncond)
         return torch.nn.functional.mse_loss(predict(trained, x, t, cond), target)
 
-    losses = optimise(params, loss_fn, cfg.steps, cfg.lr, progress=progress, desc=f"esd-{variant}")
-    meta = {
-        "method": f"esd-{variant}",
-        "pairs": [[concept, None]],
-        "settings": settings_dict(cfg),
-        "fit_captions": [concept],
-        "stats": {**loss_summary(losses), "trained_tensors": len(names)},
-    }
-    return unet_edit(pipe, trained, names, meta, start)
+    def meta(losses: list[float]) -> dict:
+        return {
+            "method": f"esd-{variant}",
+            "pairs": [[concept, None]],
+            "settings": settings_dict(replace(cfg, steps=len(losses))),
+            "fit_captions": [concept],
+            "stats": {**loss_summary(losses), "trained_tensors": len(names)},
+        }
+
+    on_step = snapshot_callback(pipe, trained, names, meta, start, snapshots, on_snapshot)
+    losses = optimise(params, loss_fn, cfg.steps, cfg.lr, progress=progress, desc=f"esd-{variant}", on_step=on_step)
+    return unet_edit(pipe, trained, names, meta(losses), start)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -177,10 +177,12 @@ def optimise(
     max_grad_norm: float | None = None,
     progress: bool = True,
     desc: str = "train",
+    on_step: Callable[[int, list[float]], None] | None = None,
 ) -> list[float]:
     """Run `steps` Adam(W) steps on `params` minimising loss_fn(step); returns the loss of every step.
 
     weight_decay > 0 uses AdamW (decoupled decay); max_grad_norm clips the gradients' global norm.
+    on_step(steps done, losses so far), if given, is called after every optimiser step.
     """
     from tqdm.auto import tqdm
 
@@ -200,6 +202,8 @@ def optimise(
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
             bar.update(1)
+            if on_step is not None:
+                on_step(step + 1, losses)
     return losses
 
 
@@ -226,6 +230,35 @@ def settings_dict(settings) -> dict:
     return out
 
 
+def snapshot_callback(
+    pipe,
+    trained: torch.nn.Module,
+    names: list[str],
+    meta: Callable[[list[float]], dict],
+    start: float,
+    snapshots: Sequence[int],
+    on_snapshot: Callable[[int, Edit], None] | None,
+) -> Callable[[int, list[float]], None] | None:
+    """An `optimise` on_step callback that hands on_snapshot(k, edit) the Edit of the weights after k
+    steps, for every k in `snapshots` (meta(losses so far) gives its meta). Its "seconds" count from
+    `start`, less the time spent on earlier snapshots: the time a run of k steps takes. None when
+    there is nothing to call."""
+    wanted = set(snapshots)
+    if on_snapshot is None or not wanted:
+        return None
+    overhead = 0.0
+
+    def on_step(done: int, losses: list[float]) -> None:
+        nonlocal overhead
+        if done in wanted:
+            t0 = time.perf_counter()
+            edit = unet_edit(pipe, trained, names, meta(list(losses)), start + overhead)
+            overhead += time.perf_counter() - t0
+            on_snapshot(done, edit)
+
+    return on_step
+
+
 @torch.no_grad()
 def unet_edit(pipe, trained: torch.nn.Module, names: list[str], meta: dict, start: float) -> Edit:
     """The Edit from `pipe`'s UNet tensors at `names` to `trained`'s (cast to the pipeline's dtype).
@@ -239,7 +272,7 @@ def unet_edit(pipe, trained: torch.nn.Module, names: list[str], meta: dict, star
     for name in names:
         path = name.removeprefix(f"{UNET}.")
         old = base[path].detach().to("cpu", copy=True)
-        updated = new[path].detach().to("cpu", old.dtype)
+        updated = new[path].detach().to("cpu", old.dtype, copy=True)  # a snapshot must not follow training
         if not torch.equal(old, updated):
             before[name], after[name] = old, updated
     if not after:
