@@ -72,9 +72,14 @@ def test_unet_and_text_reports(tiny_dirs, tmp_path, capsys):
     assert (tmp_path / "figs" / "heatmaps.csv").is_file()
 
 
-def test_report_of_missing_run_is_a_user_error(tmp_path, capsys):
+def test_report_of_missing_or_unfinished_run_is_a_user_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
-    assert "not a trace run" in capsys.readouterr().err
+    assert "is not a folder" in capsys.readouterr().err
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.json").write_text("{}")  # a trace run killed before results.csv
+    assert main(["report", str(tmp_path / "unfinished")]) == 2
+    err = capsys.readouterr().err
+    assert "results.csv, baselines.csv and config.json" in err and "--resume" in err
 
 
 def test_t_interval():

@@ -56,8 +56,7 @@ def run(args: argparse.Namespace) -> int:
         return _trace_folder(args)
     from locedit.report.html import render_text
 
-    print(render_text(build_report(args.run_dir)))
-    say(args, f"(add --html for the whole report with its images: locedit report {args.run_dir} --html)")
+    print(render_text(build_report(args.run_dir)))  # its last line points to --html for the figures
     return 0
 
 

@@ -117,6 +117,22 @@ def _interval(rate, lo, hi) -> str:
     return f"{_num(rate)} [{_num(lo)}, {_num(hi)}]"
 
 
+def _seconds(value) -> str:
+    """Seconds as text: 3 significant digits under a second, else one decimal with thousands separators."""
+    if value in (None, ""):
+        return "–"
+    x = float(value)
+    return f"{x:.3g}" if x < 1 else f"{x:,.1f}"
+
+
+def _speedup(value) -> str:
+    """A speed-up ratio as "N×" (one decimal under 10)."""
+    if value in (None, ""):
+        return "–"
+    x = float(value)
+    return f"{x:.1f}×" if x < 10 else f"{x:,.0f}×"
+
+
 def _compact(value) -> str:
     """A JSON value as short text: dicts as "k=v, …", lists comma-joined."""
     if isinstance(value, dict):
@@ -344,10 +360,9 @@ def comparison_report(folder: Path) -> Report:
             _interval(by_group[g]["rate"], by_group[g]["lo"], by_group[g]["hi"]) if g in by_group else "–"
             for g in groups
         ]
-        speedup = first(rs, "speedup")
+        seconds, speedup = first(rs, "edit_s"), first(rs, "speedup")
         table_rows.append(
-            [use, method, setting, *cells, _num(first(rs, "edit_s"), 3)]
-            + [f"{float(speedup):,.0f}×" if speedup else "–", _num(first(rs, "drift"), 3)]
+            [use, method, setting, *cells, _seconds(seconds), _speedup(speedup), _num(first(rs, "drift"), 3)]
         )
     n_fixed = 3 + len(groups)
     table = Table(
@@ -356,9 +371,9 @@ def comparison_report(folder: Path) -> Report:
         caption="rate [95% interval] per group; edit time (s), speed-up over DIFF-QUICKFIX's, image-quality drift",
         numeric=tuple(range(3, n_fixed + 3)),
     )
-    summary = [
-        f"{k}: {_compact(v)}" for k, v in manifest.items() if k != "kind" and not isinstance(v, (dict, list))
-    ] + [f"{len(keyed)} (use, method, setting) rows · groups: {', '.join(groups)}"]
+    summary = [f"{k}: {_compact(v)}" for k, v in manifest.items() if k != "kind" and not isinstance(v, dict)] + [
+        f"{len(keyed)} (use, method, setting) rows · groups: {', '.join(groups)}"
+    ]
     sections = [Section("Methods", blocks=[table])]
     pngs = sorted(p for p in folder.rglob("*.png") if not any(s.startswith(".") for s in p.relative_to(folder).parts))
     plots = Section("Plots", blocks=[Figure(p.read_bytes(), str(p.relative_to(folder))) for p in pngs])
