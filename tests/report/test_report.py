@@ -70,6 +70,14 @@ def test_unet_and_text_reports(tiny_dirs, tmp_path, capsys):
     assert (tmp_path / "figs" / "text_P0000_text_encoder_attn.png").stat().st_size > 1000
     assert (tmp_path / "figs" / "text_summary_text_encoder_attn.png").stat().st_size > 1000
     assert (tmp_path / "figs" / "heatmaps.csv").is_file()
+    # The same maps in one HTML page: a figure per map, token labels (subject starred) in the tables.
+    from locedit.report import write_report_html
+
+    page, report = write_report_html(tmp_path / "t")
+    maps = heatmaps(tmp_path / "t")
+    assert [f.caption.split(":")[0] for f in report.figures] == [m.name for m in maps]
+    assert {"text_summary_text_encoder_attn", "text_P0000_text_encoder_attn"} <= {m.name for m in maps}
+    assert "<td>cat*</td>" in page.read_text()
 
 
 def test_report_of_missing_or_unfinished_run_is_a_user_error(tmp_path, capsys):
