@@ -44,7 +44,10 @@ RUN_KINDS: list[RunKind] = []
 def register_run_kind(kind: RunKind, first: bool = False) -> RunKind:
     """Add `kind` to the registry (tried after the others, or before them with `first`); replaces one of its name."""
     RUN_KINDS[:] = [k for k in RUN_KINDS if k.name != kind.name]
-    RUN_KINDS.insert(0, kind) if first else RUN_KINDS.append(kind)
+    if first:
+        RUN_KINDS.insert(0, kind)
+    else:
+        RUN_KINDS.append(kind)
     return kind
 
 
