@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 TORCH_PIN := torch==2.13.0
 
-.PHONY: dev test test-slow test-compat lint demo bench clean
+.PHONY: dev test test-slow test-compat lint demo bench browser clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ test-compat: $(COMPAT)/bin/.installed
 	$(COMPAT)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
 	$(COMPAT)/bin/python -m pytest tests/models tests/edit tests/test_cli.py tests/builtin/test_builtin_model.py \
 		tests/builtin/test_scenes_train.py tests/builtin/test_scenes_world.py tests/builtin/test_builtin_plugins.py
+
+# Debian's headless Chromium for tests/report/test_html_browser.py (root and apt-get; the test skips without it).
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& (DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium \
+		|| (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium)); }
+	chromium --version
 
 demo: dev
 	$(BIN)/locedit demo --out locedit-demo

@@ -70,11 +70,24 @@ def test_unet_and_text_reports(tiny_dirs, tmp_path, capsys):
     assert (tmp_path / "figs" / "text_P0000_text_encoder_attn.png").stat().st_size > 1000
     assert (tmp_path / "figs" / "text_summary_text_encoder_attn.png").stat().st_size > 1000
     assert (tmp_path / "figs" / "heatmaps.csv").is_file()
+    # The same maps in one HTML page: a figure per map, token labels (subject starred) in the tables.
+    from locedit.report import write_report_html
+
+    page, report = write_report_html(tmp_path / "t")
+    maps = heatmaps(tmp_path / "t")
+    assert [f.caption.split(":")[0] for f in report.figures] == [m.name for m in maps]
+    assert {"text_summary_text_encoder_attn", "text_P0000_text_encoder_attn"} <= {m.name for m in maps}
+    assert "<td>cat*</td>" in page.read_text()
 
 
-def test_report_of_missing_run_is_a_user_error(tmp_path, capsys):
+def test_report_of_missing_or_unfinished_run_is_a_user_error(tmp_path, capsys):
     assert main(["report", str(tmp_path / "nothing")]) == 2
-    assert "not a trace run" in capsys.readouterr().err
+    assert "is not a folder" in capsys.readouterr().err
+    (tmp_path / "unfinished").mkdir()
+    (tmp_path / "unfinished" / "config.json").write_text("{}")  # a trace run killed before results.csv
+    assert main(["report", str(tmp_path / "unfinished")]) == 2
+    err = capsys.readouterr().err
+    assert "results.csv, baselines.csv and config.json" in err and "--resume" in err
 
 
 def test_t_interval():

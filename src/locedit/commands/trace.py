@@ -1,11 +1,10 @@
-"""`locedit trace MODEL ...` (causal tracing of the UNet or the text encoder) and `locedit report RUNDIR`."""
+"""`locedit trace MODEL ...` (causal tracing of the UNet or the text encoder); its report is commands/report.py."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from locedit.commands.common import add_model_args, add_options, add_quiet, say, settings_from_args
+from locedit.commands.common import add_model_args, add_options, settings_from_args
 from locedit.trace.engine import GenerationSettings, TraceSettings
 from locedit.trace.runner import TraceRequest
 
@@ -27,15 +26,6 @@ def register(sub) -> None:
     add_options(p, GenerationSettings)  # --steps, --guidance, --height, --width
     add_options(p, TraceSettings)  # --restore, --window, --min-drop, --no-padding
     p.set_defaults(func=run_trace_cmd)
-
-    r = sub.add_parser(
-        "report",
-        help="draw heatmaps of a trace run (mean effect and 95%% interval over destroyed (prompt, seed) pairs)",
-    )
-    r.add_argument("run_dir", metavar="RUNDIR", help="a finished trace run directory")
-    r.add_argument("--out", default=None, help="folder for the PNGs and heatmaps.csv (default: RUNDIR/report)")
-    add_quiet(r)
-    r.set_defaults(func=run_report_cmd)
 
 
 def run_trace_cmd(args: argparse.Namespace) -> int:
@@ -64,16 +54,4 @@ def run_trace_cmd(args: argparse.Namespace) -> int:
             f"of {len(baselines)} (prompt, seed) pairs; the others are flagged in baselines.csv and left out of "
             "heatmap averages (raise --noise, or --noise auto)"
         )
-    return 0
-
-
-def run_report_cmd(args: argparse.Namespace) -> int:
-    from locedit.report import draw_report
-
-    written = draw_report(args.run_dir, args.out)
-    for path in written:
-        say(args, path)
-    folder = Path(args.out) if args.out is not None else Path(args.run_dir) / "report"
-    pngs = sum(path.suffix == ".png" for path in written)
-    print(f"report: {pngs} heatmap(s) and heatmaps.csv (mean, 95% interval, n per cell) in {folder}")
     return 0

@@ -374,7 +374,8 @@ def _short(name: str) -> str:
     )
 
 
-def _n_note(h: Heatmap) -> str:
+def n_note(h: Heatmap) -> str:
+    """How many (prompt, seed) pairs the map's cells average, and whether they have intervals."""
     ns = sorted({c.n for row in h.cells for c in row if c.n > 0})
     if not ns:
         return "no cell has a value"
@@ -385,7 +386,16 @@ def _n_note(h: Heatmap) -> str:
 
 
 def draw_heatmap(h: Heatmap, path: str | Path) -> Path:
-    """Draw `h` as a PNG: mean effect (left) and 95% interval half-width (right); grey when not interpretable."""
+    """Draw `h` as a PNG file (atomically): mean effect (left) and 95% interval half-width (right); grey when
+    not interpretable."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(heatmap_png(h))
+    return path
+
+
+def heatmap_png(h: Heatmap) -> bytes:
+    """The PNG bytes of `h` as draw_heatmap draws it (for pages that embed their images)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -443,13 +453,12 @@ def draw_heatmap(h: Heatmap, path: str | Path) -> Path:
             color="darkred",
             bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "darkred"},
         )
-    fig.suptitle(f"{h.title}\n{_n_note(h)}", fontsize=9)
+    fig.suptitle(f"{h.title}\n{n_note(h)}", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    return path
+    return buffer.getvalue()
 
 
 def heatmaps_csv(maps: Sequence[Heatmap]) -> str:
