@@ -1,4 +1,4 @@
-"""Edit quality of DIFF-QUICKFIX variants on the built-in shapes model, on held-out suites.
+"""Edit quality of DIFF-QUICKFIX variants on a built-in model (shapes or scenes), on held-out suites.
 
 Every number is measured on prompts the edit was not fitted on (locedit.builtin.edit_suite: the
 `dev` split chose locedit's defaults, the `test` split only reports), image by image with fixed
@@ -19,7 +19,7 @@ import time
 import torch
 
 from locedit import load_pipeline, quickfix
-from locedit.builtin.edit_suite import edit_suite
+from locedit.builtin.edit_suite import edit_suite, world_of
 from locedit.evaluate.edit_eval import EvalSettings, evaluate_edit, null_edit, weight_change
 from locedit.evaluate.judges import make_judge
 
@@ -79,6 +79,7 @@ def main() -> None:
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args()
     pipe = load_pipeline(args.model)
+    w = world_of(pipe)  # builtin:shapes or builtin:scenes (or a folder of either)
     judge = make_judge("builtin")
     chosen = variants()
     if args.variants:
@@ -98,7 +99,7 @@ def main() -> None:
         report[edit_name] = {}
         for name, kwargs in chosen.items():
             edit = quickfix(pipe, [(key, value)], **kwargs)
-            items = edit_suite(key, value, n=args.n, seed=0, split=args.split, exclude=edit.meta["fit_captions"])
+            items = edit_suite(key, value, n=args.n, seed=0, split=args.split, exclude=edit.meta["fit_captions"], w=w)
             t0 = time.perf_counter()
             if baseline is not None and [(i.prompt, i.seed) for i in baseline.items] != [
                 (i.prompt, i.seed) for i in items
