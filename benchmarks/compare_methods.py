@@ -23,8 +23,8 @@ For each use (style = an artist, object = a shape, fact = an entity, colour) and
   disk cache of corpus moments as a user has it after the first edit of a model).
 
 Writes OUT/comparison.csv (use, method, setting, group, rate, lo, hi, n, edit_s, speedup, drift,
-drift_std, null_rate, null_lo, null_hi, null_drift), OUT/comparison.json (manifest and every
-number), OUT/cells/*.json (one per judged cell: a killed run resumes from them) and PNG plots.
+drift_std, null_rate, null_lo, null_hi, null_drift), OUT/comparison.json (the settings; the
+numbers are the CSV), OUT/cells/*.json (one per judged cell: a killed run resumes from them) and PNG plots.
 
     python benchmarks/compare_methods.py --out runs/compare                      # everything (hours on a CPU)
     python benchmarks/compare_methods.py --out runs/compare --uses style,fact --n 40
@@ -319,7 +319,7 @@ def main() -> None:
         writer = csv.DictWriter(f, fieldnames=COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    write_json(out / "comparison.json", {**manifest, "rows": rows})
+    write_json(out / "comparison.json", manifest)  # the rows are comparison.csv
     plot(rows, out)
     print(f"\nwrote {out / 'comparison.csv'} ({len(rows)} rows) and plots")
 
