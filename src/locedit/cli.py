@@ -21,7 +21,7 @@ USER_ERRORS = (LoceditError, FileNotFoundError, FileExistsError, NotADirectoryEr
 
 
 # Command modules under locedit.commands, one per command group (named after its command), in help order.
-COMMANDS = ("info", "edit", "eval", "trace", "demo")
+COMMANDS = ("info", "edit", "eval", "trace", "locogen", "demo")
 
 
 def _command_modules():
