@@ -53,7 +53,7 @@ def test_equals_an_independent_solve_with_zero_gradient(load_tiny):
         got = edit.after[name].double()
         assert ((got - want).norm() / (want - w).norm()).item() < 1e-4, name
         # gradient of the objective at the stored (float32) solution, relative to its scale at W
-        grad = lambda x: 2 * (x @ keys.T - w @ values.T) @ keys + 2 * lam * (x - w)  # noqa: E731
+        grad = lambda x, w=w: 2 * (x @ keys.T - w @ values.T) @ keys + 2 * lam * (x - w)  # noqa: E731
         assert (grad(want).norm() / grad(w).norm()).item() < 1e-8
         assert (grad(got).norm() / grad(w).norm()).item() < 1e-4
 

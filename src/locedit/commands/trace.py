@@ -69,7 +69,14 @@ def run_trace_cmd(args: argparse.Namespace) -> int:
 
 def run_report_cmd(args: argparse.Namespace) -> int:
     from locedit.report import draw_report
+    from locedit.report.locogen import draw_locogen_report, is_locogen_run
 
+    if is_locogen_run(args.run_dir):  # a `locedit locogen` run: its effect-per-window plot and tables
+        written = draw_locogen_report(args.run_dir, args.out)
+        for path in written:
+            say(args, path)
+        print(f"report: effect per window start, windows.csv and selection.json in {written[0].parent}")
+        return 0
     written = draw_report(args.run_dir, args.out)
     for path in written:
         say(args, path)
