@@ -64,7 +64,7 @@ def _sub(name: str) -> argparse.ArgumentParser:
 
 def test_commands_default_to_the_library_defaults():
     from locedit.builtin.demo import DemoSettings
-    from locedit.edit import ESDSettings, QuickFixConfig, UCESettings
+    from locedit.edit import ESDSettings, LocoEditSettings, QuickFixConfig, UCESettings
     from locedit.evaluate.edit_eval import EvalSettings
     from locedit.trace import GenerationSettings, TraceRequest, TraceSettings
 
@@ -85,5 +85,6 @@ def test_commands_default_to_the_library_defaults():
     # the help states the dataclass' defaults
     assert f"(default: {GenerationSettings().steps})" in " ".join(_sub("trace").format_help().split())
     edit_help = " ".join(_sub("edit").format_help().split())
-    assert f"(default: quickfix: {QuickFixConfig().lam:g}; uce: {UCESettings().lam:g})" in edit_help
+    lams = f"quickfix: {QuickFixConfig().lam:g}; uce: {UCESettings().lam:g}; locoedit*: {LocoEditSettings().lam:g}"
+    assert f"(default: {lams})" in edit_help
     assert f"(default: {DemoSettings().eval_per_group})" in " ".join(_sub("demo").format_help().split())

@@ -21,7 +21,7 @@ USER_ERRORS = (LoceditError, FileNotFoundError, FileExistsError, NotADirectoryEr
 
 
 # Command modules under locedit.commands, one per command group (named after its command), in help order.
-COMMANDS = ("info", "edit", "eval", "trace", "report", "demo")
+COMMANDS = ("info", "edit", "eval", "trace", "locogen", "report", "demo")
 
 
 def _command_modules():

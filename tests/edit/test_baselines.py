@@ -92,14 +92,12 @@ def test_snapshots_equal_shorter_runs(load_tiny, method):
     """The edit handed to on_snapshot after k steps is the edit of a run of k steps (tensors, loss
     curve, settings): one training run serves a sweep of step counts."""
     pipe = load_tiny("sd1")
-    if method == "esd":
-        run = lambda steps, **kw: esd(
-            pipe, "van gogh", "x", settings=FAST_ESD, steps=steps, lr=1e-3, progress=False, **kw
-        )  # noqa: E731
-    else:
-        run = lambda steps, **kw: ablate(
-            pipe, "van gogh", "painting", settings=FAST_ABLATE, steps=steps, lr=1e-2, progress=False, **kw
-        )  # noqa: E731
+
+    def run(steps: int, **kw) -> Edit:
+        if method == "esd":
+            return esd(pipe, "van gogh", "x", settings=FAST_ESD, steps=steps, lr=1e-3, progress=False, **kw)
+        return ablate(pipe, "van gogh", "painting", settings=FAST_ABLATE, steps=steps, lr=1e-2, progress=False, **kw)
+
     got = {}
     full = run(5, snapshots=(2, 4, 9), on_snapshot=lambda k, e: got.setdefault(k, e))
     assert sorted(got) == [2, 4]  # 9 is beyond the run

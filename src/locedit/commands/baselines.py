@@ -1,5 +1,5 @@
 """`locedit edit --method ...`: the methods behind the edit command's flags. Each method's settings
-class (QuickFixConfig, ESDSettings, AblateSettings, UCESettings) defines its flags; edit.py registers
+class (QuickFixConfig, ESDSettings, AblateSettings, UCESettings, LocoEditSettings) defines its flags; edit.py registers
 them and hands every method other than quickfix to this module."""
 
 from __future__ import annotations
@@ -10,16 +10,22 @@ from locedit.commands.common import add_options, load_model, say, settings_from_
 from locedit.errors import InvalidInputError
 from locedit.options import cli_fields, flag_of
 
-METHODS = ("quickfix", "esd-x", "esd-u", "ablate", "ablate-full", "uce")
+METHODS = ("quickfix", "esd-x", "esd-u", "ablate", "ablate-full", "uce", "locoedit", "locoedit-neurons")
 # Methods whose edits change tensors a LoRA cannot carry (biases, norms, convolutions).
-NOT_LORA = ("esd-u", "ablate-full")
+NOT_LORA = ("esd-u", "ablate-full", "locoedit-neurons")
+LOCOEDIT = ("locoedit", "locoedit-neurons")
 # Flags that are arguments of the methods rather than settings (argparse dest -> flag, methods).
-ARGUMENT_FLAGS = {"preserve": ("--preserve", ("quickfix", "uce"))}
+ARGUMENT_FLAGS = {
+    "preserve": ("--preserve", ("quickfix", "uce")),
+    "layers": ("--layers", LOCOEDIT),
+    "locogen": ("--locogen", LOCOEDIT),
+    "locogen_attribute": ("--locogen-attribute", LOCOEDIT),
+}
 
 
 def method_settings() -> dict[str, type]:
     """The settings class of each method: its `option` fields are the method's flags."""
-    from locedit.edit import AblateSettings, ESDSettings, QuickFixConfig, UCESettings
+    from locedit.edit import AblateSettings, ESDSettings, LocoEditSettings, QuickFixConfig, UCESettings
 
     return {
         "quickfix": QuickFixConfig,
@@ -28,6 +34,8 @@ def method_settings() -> dict[str, type]:
         "ablate": AblateSettings,
         "ablate-full": AblateSettings,
         "uce": UCESettings,
+        "locoedit": LocoEditSettings,
+        "locoedit-neurons": LocoEditSettings,
     }
 
 
@@ -43,8 +51,8 @@ def method_flags() -> dict[str, tuple[str, tuple[str, ...]]]:
 
 def add_method_args(p: argparse.ArgumentParser) -> None:
     """--method and every method's setting flags (help and defaults from QuickFixConfig, UCESettings,
-    AblateSettings, ESDSettings)."""
-    from locedit.edit import AblateSettings, ESDSettings, QuickFixConfig, UCESettings
+    AblateSettings, ESDSettings, LocoEditSettings) and LocoEdit's --layers / --locogen."""
+    from locedit.edit import AblateSettings, ESDSettings, LocoEditSettings, QuickFixConfig, UCESettings
 
     p.add_argument(
         "--method",
@@ -52,9 +60,33 @@ def add_method_args(p: argparse.ArgumentParser) -> None:
         metavar="METHOD",
         help="quickfix (default: DIFF-QUICKFIX), esd-x / esd-u (ESD, erases --remove KEY; no --to), "
         "ablate / ablate-full (Concept Ablation of KEY onto the anchor --to VALUE; cross-attention K/V or "
-        "all UNet weights), uce (closed-form cross-attention K/V edit)",
+        "all UNet weights), uce (closed-form cross-attention K/V edit), locoedit (closed-form K/V edit of the "
+        "cross-attention layers --layers, e.g. LocoGen's pick), locoedit-neurons (the top --neurons K/V neurons "
+        "of those layers replaced by their mean without the concept)",
     )
-    add_options(p, {"quickfix": QuickFixConfig, "uce": UCESettings, "ablate*": AblateSettings, "esd-*": ESDSettings})
+    p.add_argument(
+        "--layers",
+        nargs="+",
+        metavar="auto|IDX",
+        help="locoedit: cross-attention layer indices (forward order, as `locedit locogen` reports them), "
+        "or auto: the window a LocoGen run picked (--locogen RUNDIR)",
+    )
+    p.add_argument("--locogen", metavar="RUNDIR", help="locoedit --layers auto: the finished LocoGen run to read")
+    p.add_argument(
+        "--locogen-attribute",
+        metavar="NAME",
+        help="locoedit --layers auto: take the run's pick for this attribute (default: over all its probes)",
+    )
+    add_options(
+        p,
+        {
+            "quickfix": QuickFixConfig,
+            "uce": UCESettings,
+            "ablate*": AblateSettings,
+            "esd-*": ESDSettings,
+            "locoedit*": LocoEditSettings,
+        },
+    )
 
 
 def check_method_args(args: argparse.Namespace) -> str:
@@ -121,6 +153,15 @@ def run_baseline_edit(args: argparse.Namespace, method: str) -> int:
             settings=settings,
             progress=progress,
         )
+    elif method in LOCOEDIT:
+        from locedit.edit.locoedit import check_layers, locoedit, locoedit_neurons
+
+        layers = locoedit_layers(args)
+        check_layers(pipe.unet, layers)
+        if method == "locoedit":
+            edit = locoedit(pipe, pairs, layers, settings=settings)
+        else:
+            edit = locoedit_neurons(pipe, pairs, layers, settings=settings)
     else:
         from locedit.edit.uce import uce
 
@@ -129,3 +170,25 @@ def run_baseline_edit(args: argparse.Namespace, method: str) -> int:
     say(args, f"edit took {edit.meta['seconds']:.2f} s")
     write_outputs(args, pipe, edit)
     return 0
+
+
+def locoedit_layers(args: argparse.Namespace) -> list[int]:
+    """--layers as cross-attention layer indices: integers as given, or `auto` read from the LocoGen run
+    --locogen (its pick for --locogen-attribute, default over all its probes)."""
+    values = [v for item in args.layers or [] for v in item.split(",") if v.strip()]
+    if not values:
+        raise InvalidInputError("--method locoedit needs --layers IDX [IDX ...] or --layers auto --locogen RUNDIR")
+    if [v.strip().lower() for v in values] == ["auto"]:
+        if not args.locogen:
+            raise InvalidInputError("--layers auto reads a LocoGen run: give --locogen RUNDIR (from `locedit locogen`)")
+        from locedit.report.locogen import ALL, read_selection
+
+        return list(read_selection(args.locogen, args.locogen_attribute or ALL)["indices"])
+    if args.locogen or args.locogen_attribute:
+        raise InvalidInputError("--locogen and --locogen-attribute go with --layers auto only")
+    try:
+        return [int(v) for v in values]
+    except ValueError:
+        raise InvalidInputError(
+            f"--layers {' '.join(values)!r} must be cross-attention layer indices (e.g. --layers 3 4) or auto"
+        ) from None

@@ -1,4 +1,4 @@
-"""`locedit report DIR [--html] [--out PATH]`: the report of a run folder (trace, eval or comparison run)."""
+"""`locedit report DIR [--html] [--out PATH]`: the report of a run folder (trace, LocoGen, eval or comparison run)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ def register(sub) -> None:
         help="report a run folder: trace heatmaps, eval rates and grids, method comparisons (--html: one page)",
         description=(
             "DIR is a run folder; its kind is told by its files: a trace run (results.csv, baselines.csv, "
-            "config.json), an eval run (results.csv, results.json, items.jsonl) or a comparison run "
+            "config.json), a LocoGen run (results.csv, config.json of `locedit locogen`), an eval run "
+            "(results.csv, results.json, items.jsonl) or a comparison run "
             "(comparison.csv, comparison.json). --html writes one self-contained HTML file (images embedded, "
             "no script, no network; opens from disk). Without --html a trace run gets its heatmaps as PNGs and "
             "heatmaps.csv, and other runs print their tables."
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if kind.name == "trace":
         return _trace_folder(args)
+    if kind.name == "locogen":
+        return _locogen_folder(args)
     from locedit.report.html import render_text
 
     print(render_text(build_report(args.run_dir)))  # its last line points to --html for the figures
@@ -70,4 +73,15 @@ def _trace_folder(args: argparse.Namespace) -> int:
     folder = Path(args.out) if args.out is not None else Path(args.run_dir) / "report"
     pngs = sum(path.suffix == ".png" for path in written)
     print(f"report: {pngs} heatmap(s) and heatmaps.csv (mean, 95% interval, n per cell) in {folder}")
+    return 0
+
+
+def _locogen_folder(args: argparse.Namespace) -> int:
+    """A LocoGen run's effect-per-window plot, windows.csv and selection.json in a folder."""
+    from locedit.report.locogen import draw_locogen_report
+
+    written = draw_locogen_report(args.run_dir, args.out)
+    for path in written:
+        say(args, path)
+    print(f"report: effect per window start, windows.csv and selection.json in {written[0].parent}")
     return 0

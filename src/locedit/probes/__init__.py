@@ -7,6 +7,7 @@ from locedit.probes.probes import (
     Probe,
     ProbeFileError,
     attribute_name,
+    check_altered,
     load_probes,
     validate_probes,
 )
@@ -18,6 +19,7 @@ __all__ = [
     "Probe",
     "ProbeFileError",
     "attribute_name",
+    "check_altered",
     "load_probes",
     "validate_probes",
 ]

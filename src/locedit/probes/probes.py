@@ -1,8 +1,10 @@
-"""Probe records (`{"prompt", "subject", "attribute", "value"?}` per JSONL line): parsing and validation.
+"""Probe records (`{"prompt", "subject", "attribute", "value"?, "altered"?}` per JSONL line): parsing and validation.
 
 A probe names a prompt, the subject whose word embeddings tracing corrupts, the attribute the
 subject controls (object, style, colour, action, viewpoint, or any other name), and optionally the
 value a scorer should look for (e.g. the colour "red"); without it the subject text is used.
+LocoGen (locedit.trace.locogen) also needs `altered`: the prompt with the attribute removed or
+updated (e.g. "a painting" for "a painting by van gogh").
 
 Attribute names are spelled as the built-in world spells them ("colour"); "color" is read as
 "colour" wherever an attribute is named (probe files, suite files, Probe and EvalItem objects).
@@ -45,12 +47,14 @@ class Probe:
         attribute: what the subject controls (object / style / colour / action / viewpoint / ...);
             "color" is stored as "colour".
         value: the attribute's value a scorer looks for; None means "the subject text".
+        altered: the prompt with the attribute removed or updated (LocoGen); None when not given.
     """
 
     prompt: str
     subject: str
     attribute: str
     value: str | None = None
+    altered: str | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "attribute", attribute_name(self.attribute))
@@ -61,7 +65,11 @@ class Probe:
         return self.value or self.subject
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The record as a dict; "altered" only when given (records and configs of older runs stay as they were)."""
+        record = asdict(self)
+        if record["altered"] is None:
+            del record["altered"]
+        return record
 
 
 def _parse(record: object, where: str) -> Probe:
@@ -78,7 +86,12 @@ def _parse(record: object, where: str) -> Probe:
     value = record.get("value")
     if value is not None and not isinstance(value, str):
         raise ProbeFileError(f'{where}: "value" must be a string when given (got {value!r})')
-    return Probe(prompt=record["prompt"], subject=record["subject"], attribute=record["attribute"], value=value)
+    altered = record.get("altered")
+    if altered is not None and (not isinstance(altered, str) or not altered.strip()):
+        raise ProbeFileError(f'{where}: "altered" must be a non-empty string when given (got {altered!r})')
+    return Probe(
+        prompt=record["prompt"], subject=record["subject"], attribute=record["attribute"], value=value, altered=altered
+    )
 
 
 def load_probes(source: str | Path) -> list[Probe]:
@@ -110,3 +123,13 @@ def validate_probes(probes: list[Probe], tokenizers: list) -> None:
                     )
             except (SubjectNotFoundError, CaptionTooLongError) as err:
                 raise ProbeFileError(f"probe {i + 1} ({probe.prompt!r}, subject {probe.subject!r}): {err}") from None
+
+
+def check_altered(probes: list[Probe]) -> None:
+    """Check every probe has an `altered` prompt (LocoGen feeds it to a window of layers); raises ProbeFileError."""
+    for i, probe in enumerate(probes):
+        if probe.altered is None:
+            raise ProbeFileError(
+                f'probe {i + 1} ({probe.prompt!r}) has no "altered" prompt; LocoGen needs one per probe: add '
+                '"altered": the prompt with the attribute removed or updated, e.g. "a painting"'
+            )

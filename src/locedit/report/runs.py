@@ -411,3 +411,75 @@ register_run_kind(
         trace_report,
     )
 )
+
+
+def locogen_report(folder: Path) -> Report:
+    """A LocoGen run: the window picked per attribute, the effect-per-window-start plot and every
+    window's mean effect with its interval (report/locogen.py)."""
+    import tempfile
+
+    from locedit.report.locogen import draw_effect_plot, select_windows, window_stats
+
+    config = _read_json(folder / "config.json")
+    picks = select_windows(folder)
+    pick_rows = [
+        [
+            attribute,
+            str(p["window"]),
+            str(p["start"]),
+            ", ".join(p["layers"]),
+            _interval(p["mean"], p["lo"], p["hi"]),
+            str(p["n"]),
+            "yes" if p["reached"] else f"no (best of all sizes; threshold {p['threshold']})",
+        ]
+        for attribute, p in sorted(picks.items())
+    ]
+    window_rows = [
+        [attribute, str(m), str(j), layers, _interval(stat.mean, stat.lo, stat.hi), str(stat.n)]
+        for attribute, cells in sorted(window_stats(folder).items())
+        for (m, j), (stat, layers) in sorted(cells.items())
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        png = draw_effect_plot(folder, Path(tmp) / "locogen_effect.png").read_bytes()
+    summary = [f"{k}: {_compact(v)}" for k, v in config.items() if k not in ("method", "cross_attention")]
+    summary.append(f"{len(config.get('cross_attention', []))} cross-attention layers")
+    sections = [
+        Section(
+            "Picked windows",
+            notes=["effect = share of the clean → altered change a window reproduces; mean [95% t-interval], n pairs"],
+            blocks=[
+                Table(["attribute", "m", "start", "layers", "effect", "n", "reached"], pick_rows, numeric=(1, 2, 4, 5))
+            ],
+        ),
+        Section("Effect per window start", blocks=[Figure(png, "mean effect per window start, one line per size m")]),
+        Section(
+            "Every window",
+            blocks=[
+                Table(
+                    ["attribute", "m", "start", "layers", "effect", "n"],
+                    window_rows,
+                    caption=f"{len(window_rows)} windows",
+                    numeric=(1, 2, 4, 5),
+                    collapsed=True,
+                )
+            ],
+        ),
+    ]
+    return Report("LocoGen: cross-attention windows", "locogen", str(folder), summary, sections)
+
+
+def _is_locogen_run(folder: Path) -> bool:
+    from locedit.report.locogen import is_locogen_run
+
+    return is_locogen_run(folder)
+
+
+register_run_kind(
+    RunKind(
+        "locogen",
+        "results.csv and config.json (method 'locogen') from `locedit locogen --out`",
+        _is_locogen_run,
+        locogen_report,
+    ),
+    first=True,
+)
