@@ -1,4 +1,4 @@
-"""DIFF-QUICKFIX against the fine-tuning baselines (ESD-x/-u, Concept Ablation kv/full) and UCE on a
+"""DIFF-QUICKFIX against the fine-tuning baselines (ESD-x/-u, Concept Ablation kv/full), UCE and LocoEdit on a
 built-in model: efficacy, generality and specificity on held-out suites, image drift, and edit time.
 
 The paper's claim under test: DIFF-QUICKFIX edits "1000x faster than fine-tuning based editing
@@ -46,6 +46,7 @@ from locedit.builtin.classifier import ShapesClassifier, to_tensor
 from locedit.builtin.edit_suite import edit_suite, world_of
 from locedit.edit.ablate import AblateSettings
 from locedit.edit.esd import ESDSettings
+from locedit.edit.locoedit import cross_attention_modules, locoedit
 from locedit.edit.quickfix import DEFAULT_TEMPLATES, forget_moments
 from locedit.evaluate.edit_eval import EvalReport, EvalSettings, evaluate_edit
 from locedit.evaluate.judges import make_judge
@@ -59,8 +60,10 @@ USES = {
     "fact": ("veloria", "norland"),
     "colour": ("red", "blue"),
 }
-METHODS = ("quickfix", "uce", "esd-x", "esd-u", "ablate", "ablate-full")
+METHODS = ("quickfix", "uce", "locoedit", "esd-x", "esd-u", "ablate", "ablate-full")
 FINE_TUNING = ("esd-x", "esd-u", "ablate", "ablate-full")
+# LocoEdit's layers per edited concept (--loco-layers JSON: {concept: [cross-attention indices]}); empty: all.
+LOCO_LAYERS: dict[str, list[int]] = {}
 # Snapshot points of the matched-efficacy sweep, as fractions of the method's default steps.
 SNAPSHOT_FRACTIONS = (0.02, 0.05, 0.1, 0.2, 0.4, 0.7, 1.0)
 COLUMNS = (
@@ -118,6 +121,9 @@ def run_method(pipe, method: str, key: str, value: str, scale: float, snapshots:
         return quickfix(pipe, [(key, value)])
     if method == "uce":
         return uce(pipe, [(key, value)])
+    if method == "locoedit":  # the layers a LocoGen run picked for this use (--loco-layers), else every layer
+        layers = LOCO_LAYERS.get(key) or list(range(len(cross_attention_modules(pipe.unet))))
+        return locoedit(pipe, [(key, value)], layers)
     if method in ("esd-x", "esd-u"):
         steps = max(1, round(ESDSettings().steps * scale))
         return esd(pipe, key, method[-1], steps=steps, progress=True, **kw)
@@ -228,7 +234,7 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
         if method == "quickfix":
             judge_cell(method, "default", qf, qf_report)
             continue
-        if method == "uce":
+        if method in ("uce", "locoedit"):  # closed forms: no step count to match efficacy with
             judge_cell(method, "default", run_method(pipe, method, key, value, 1.0, None, None))
             continue
         settings_wanted = ("default",) if args.no_matched else ("default", "matched")
@@ -286,8 +292,15 @@ def main() -> None:
     parser.add_argument(
         "--steps-scale", type=float, default=1.0, help="fine-tuning steps = default × this (smoke runs only)"
     )
+    parser.add_argument(
+        "--loco-layers",
+        default=None,
+        help='LocoEdit layers per concept from a LocoGen run, JSON {"red": [4], ...} (default: every layer)',
+    )
     parser.add_argument("--no-matched", action="store_true", help="skip the matched-efficacy sweep")
     args = parser.parse_args()
+    if args.loco_layers:
+        LOCO_LAYERS.update(json.loads(args.loco_layers))
     torch.manual_seed(0)
     out = Path(args.out)
     (out / "cells").mkdir(parents=True, exist_ok=True)
@@ -309,6 +322,7 @@ def main() -> None:
         "steps_scale": args.steps_scale,
         "uses": {u: list(USES[u]) for u in uses},
         "methods": methods,
+        "locoedit_layers": LOCO_LAYERS or "every cross-attention layer",
         "matched_rule": "first snapshot whose dev-suite removal rate >= DIFF-QUICKFIX's (dev split, other seeds)",
         "snapshot_fractions": list(SNAPSHOT_FRACTIONS),
         "torch": torch.__version__,
