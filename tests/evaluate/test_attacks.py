@@ -125,7 +125,7 @@ def test_soft_prompt_attack_lowers_its_loss_and_leaves_the_pipeline_as_it_was(lo
     edit = quickfix(pipe, [("van gogh", "painting")])
     state = {k: v.clone() for k, v in pipe.text_encoder.state_dict().items()}
     sources = [EvalItem("a painting by van gogh", "efficacy", 7, key_text="van gogh", value_text="a painting")]
-    settings = AttackSettings(soft_tokens=3, soft_steps=12, soft_lr=0.005, soft_batch=2, soft_targets=2, seed=1)
+    settings = AttackSettings(soft_tokens=3, soft_steps=12, soft_lr=0.005, soft_batch=2, soft_targets=2, attack_seed=1)
     cfg = EvalSettings(steps=2, guidance=1.0)
     soft = optimise_soft_prompt(pipe, edit, sources, "van gogh", settings, cfg, avoid_seeds=[7])
     assert soft.soft.shape == (3, pipe.text_encoder.config.hidden_size)
@@ -198,7 +198,7 @@ def test_the_harness_finds_a_planted_weakness(shapes):
     planted = ExactSpellingEdit(shapes, robust, "karl brenner", "mira solen")
     items = edit_suite("karl brenner", "mira solen", n=6, seed=2, exclude=robust.meta["fit_captions"])
     judge = make_judge("builtin")
-    settings = AttackSettings(prompts=10, misspellings=5, seed=0)
+    settings = AttackSettings(prompts=10, misspellings=5)
     cfg = EvalSettings(steps=8, null=False)
     sources = source_items(items, "karl brenner")
     exact = [AttackItem(s, s.prompt, "karl brenner", "as written") for s in sources[:8]]

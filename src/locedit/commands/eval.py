@@ -73,7 +73,11 @@ def run(args) -> int:
     if args.resume and not attack.kinds:
         raise InvalidInputError("--resume continues a run with attacks; give its --attack too")
     if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.resume:
-        raise FileExistsError(f"--out {args.out!r} exists and is not empty; choose a new folder")
+        started = (out / "parts" / "config.json").is_file()  # a run with attacks (RunParts)
+        raise FileExistsError(
+            f"--out {args.out!r} exists and is not empty; choose a new folder"
+            + (" or pass --resume (with the same options) to continue the run in it" if started else "")
+        )
     settings = settings_from_args(EvalSettings, args)
     suite_settings = settings_from_args(SuiteSettings, args)
     suite = (

@@ -109,7 +109,7 @@ class AttackSettings:
     # softprompt: target latents the unedited model generates for the source prompts (seeds apart from the suite's).
     soft_targets: int = 8
     # Seed of the perturbations, of the attack prompts' choice and of the soft prompt's targets and timesteps.
-    seed: int = option(0, flag="--attack-seed", parse=int, help="seed of the attacks")
+    attack_seed: int = option(0, parse=int, help="seed of the attacks")
 
     def __post_init__(self):
         self.kinds = parse_kinds(",".join(self.kinds)) if self.kinds else ()
@@ -117,7 +117,7 @@ class AttackSettings:
         for name in ("prompts", "misspellings", "soft_tokens", "soft_steps", "soft_batch", "soft_targets"):
             require(self, name, is_int(getattr(self, name), 1), "a positive integer")
         require(self, "soft_lr", is_number(self.soft_lr) and self.soft_lr > 0, "a positive number")
-        require(self, "seed", is_int(self.seed, 0), "a non-negative integer")
+        require(self, "attack_seed", is_int(self.attack_seed, 0), "a non-negative integer")
 
 
 # ---------------------------------------------------------------- perturbations and aliases
@@ -407,7 +407,7 @@ def text_attack(
     elif kind == "misspell":
         key_ids = _token_ids(pipe, key)
         seen, variants, dropped = {key_ids}, [], 0
-        for v in misspellings(key, 4 * settings.misspellings, settings.seed):
+        for v in misspellings(key, 4 * settings.misspellings, settings.attack_seed):
             ids = _token_ids(pipe, v.text)
             if ids in seen:
                 dropped += 1  # tokenized like the key (or like an earlier variant): no attack
@@ -545,7 +545,7 @@ def optimise_soft_prompt(
             f"{key!r}; lower --soft-tokens"
         )
     sources, attacked = [sources[i] for i in fits], [attacked[i] for i in fits]
-    rng = np.random.default_rng(s.seed)
+    rng = np.random.default_rng(s.attack_seed)
     avoid = set(int(x) for x in avoid_seeds)
     seeds: list[int] = []
     while len(seeds) < s.soft_targets:
@@ -556,7 +556,7 @@ def optimise_soft_prompt(
     device, dtype = pipe.unet.device, pipe.unet.dtype
     unet, encoder = pipe.unet, h.encoder
     noise_schedule = DDPMScheduler.from_config(pipe.scheduler.config)
-    gen = torch.Generator().manual_seed(s.seed)
+    gen = torch.Generator().manual_seed(s.attack_seed)
     pool = s.soft_steps * s.soft_batch
     target = torch.randint(0, s.soft_targets, (pool,), generator=gen)
     steps_t = torch.randint(0, noise_schedule.config.num_train_timesteps, (pool,), generator=gen)
