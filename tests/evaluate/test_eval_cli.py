@@ -148,3 +148,32 @@ def test_bad_eval_input_exits_2_with_one_line(case, shapes_edit, tiny_dirs, tmp_
     err = capsys.readouterr().err
     assert rc == 2 and len(err.strip().splitlines()) == 1 and err.startswith("locedit eval: error:"), err
     assert not (tmp_path / "r").exists()
+
+
+def test_eval_with_attacks_writes_rows_and_resumes(shapes_edit, tmp_path, capsys):
+    out = tmp_path / "run"
+    common = ["eval", "builtin:shapes", str(shapes_edit), "--per-group", "3", "--steps", "3", "--no-null"]
+    common += ["--attack-prompts", "4", "--out", str(out), "--quiet"]
+    assert main([*common, "--attack", "misspell"]) == 0
+    printed = capsys.readouterr().out
+    assert "attack success" in printed and "misspell" in printed
+    misspell = (out / "parts" / "attack-misspell.json").read_text()
+    assert main([*common, "--attack", "misspell"]) == 2  # a finished run is not overwritten without --resume
+    assert "--resume" in capsys.readouterr().err
+    (out / "parts" / "eval.json").unlink()  # as if interrupted before the evaluation part was saved
+    assert main([*common, "--attack", "misspell,paraphrase", "--resume"]) == 0
+    assert (out / "parts" / "attack-misspell.json").read_text() == misspell  # reused, not recomputed
+    rows = {r["group"]: r for r in csv.DictReader((out / "results.csv").open())}
+    assert {"attack:none", "attack:misspell", "attack:paraphrase", "efficacy"} <= set(rows)
+    assert rows["attack:misspell"]["metric"] == "shows_key" and rows["attack:misspell"]["n"] == "4"
+    assert rows["attack:misspell"]["base_n"] == "4" and rows["attack:misspell"]["null_n"] == ""
+    results = json.loads((out / "results.json").read_text())
+    assert results["attacks"]["misspell"]["cost"]["prompts"] == 4
+    assert results["config"]["attack"]["kinds"] == ["paraphrase", "misspell"]
+    lines = [json.loads(x) for x in (out / "items.jsonl").read_text().splitlines()]
+    attacked = [x for x in lines if x["group"] == "attack:paraphrase"]
+    assert len(attacked) == 4 and all("karl" not in x["prompt"] or x["variant"] in x["prompt"] for x in attacked)
+    assert all(set(x["shows_key"]) == {"before", "after"} for x in attacked)
+    rc = main([*common[:-3], "--attack-seed", "5", "--out", str(out), "--attack", "misspell", "--resume"])
+    assert rc == 2 and "other settings (attack)" in capsys.readouterr().err
+    assert main([*common, "--attack", "typo"]) == 2 and "unknown attack" in capsys.readouterr().err

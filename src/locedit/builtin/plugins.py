@@ -1,5 +1,5 @@
-"""What the built-in models plug into locedit's registries: the ``builtin`` scorer (tracing), judge and
-suite (edit evaluation), all from the worlds' classifiers and generators.
+"""What the built-in models plug into locedit's registries: the ``builtin`` scorer (tracing), judge,
+suite and attack aliases (edit evaluation), all from the worlds' classifiers and generators.
 
 One scorer and one judge serve every built-in world: a batch of images is read by the classifier of
 the world that draws images of its size (32×32: shapes, 48×48: scenes), or of the world a spec
@@ -17,10 +17,12 @@ from pathlib import Path
 import torch
 
 from locedit.builtin import classifier as clf
+from locedit.builtin.attacks import world_aliases
 from locedit.builtin.classifier import ShapesClassifier
 from locedit.builtin.edit_suite import suite_for_edit
 from locedit.builtin.world import WORLDS, World, world_drawing
 from locedit.errors import LoceditError
+from locedit.evaluate.attacks import register_aliases
 from locedit.evaluate.judges import ClassifierJudge, Judge, register_judge
 from locedit.evaluate.suite import SuiteError, register_suite
 from locedit.models.loading import BUILTIN_MODELS
@@ -195,3 +197,4 @@ register_scorer(
 )
 register_judge("builtin", builtin_judge, usage="builtin[:WORLD]")
 register_suite("builtin", suite_for_edit)
+register_aliases(world_aliases)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from locedit.commands.common import add_model_args, add_options, load_model, settings_from_args
 from locedit.errors import InvalidInputError
+from locedit.evaluate.attacks import AttackSettings
 from locedit.evaluate.edit_eval import EvalSettings
 from locedit.evaluate.judges import CLIP_TOLERANCE
 from locedit.evaluate.suite import SuiteSettings
@@ -42,6 +44,12 @@ def register(sub) -> None:
         action="store_true",
         help="evaluate even if suite prompts are captions the edit was fitted on",
     )
+    add_options(p, AttackSettings)  # --attack, --attack-prompts, --aliases, --misspellings, --soft-*, --attack-seed
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --attack: continue the run in --out (its finished parts are reused)",
+    )
     p.add_argument(
         "--out",
         required=True,
@@ -56,13 +64,20 @@ def run(args) -> int:
 
     from locedit.edit import Edit
     from locedit.evaluate.judges import ClipJudge, make_judge
-    from locedit.evaluate.results import summary_table, write_results
+    from locedit.evaluate.results import write_results
     from locedit.evaluate.run import evaluate
     from locedit.evaluate.suite import read_suite
 
     out = Path(args.out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise FileExistsError(f"--out {args.out!r} exists and is not empty; choose a new folder")
+    attack = settings_from_args(AttackSettings, args)
+    if args.resume and not attack.kinds:
+        raise InvalidInputError("--resume continues a run with attacks; give its --attack too")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.resume:
+        started = (out / "parts" / "config.json").is_file()  # a run with attacks (RunParts)
+        raise FileExistsError(
+            f"--out {args.out!r} exists and is not empty; choose a new folder"
+            + (" or pass --resume (with the same options) to continue the run in it" if started else "")
+        )
     settings = settings_from_args(EvalSettings, args)
     suite_settings = settings_from_args(SuiteSettings, args)
     suite = (
@@ -84,11 +99,21 @@ def run(args) -> int:
         from locedit.evaluate.suite import make_suite
 
         suite = make_suite("builtin", edit, suite_settings, pipe=pipe)
+    if attack.kinds:
+        return _run_with_attacks(args, pipe, edit, suite, judge, settings, suite_settings, attack)
     with tqdm(total=(2 + settings.null) * len(suite), desc="eval", unit="image", disable=args.quiet) as bar:
         report, info = evaluate(
             pipe, edit, suite, judge, settings, allow_overlap=args.allow_overlap, progress=bar.update
         )
-    config = {
+    config = _config(args, edit, settings, suite_settings, info)
+    write_results(report, out, config)
+    _print_summary(args, report, info)
+    return 0
+
+
+def _config(args, edit, settings, suite_settings, info: dict) -> dict:
+    """results.json's `config`: the run's settings and what `evaluate` found (suite source, judge, overlap)."""
+    return {
         "model": args.model,
         "edit": str(args.edit),
         "edit_meta": {k: v for k, v in edit.meta.items() if k != "fit_captions"},
@@ -101,12 +126,69 @@ def run(args) -> int:
         **info,
         "suite": args.suite if args.suite != "builtin" else f"builtin ({suite_settings.split} split)",
     }
-    write_results(report, out, config)
+
+
+def _print_summary(args, report, info: dict, attacks=()) -> None:
+    from locedit.evaluate.attacks import summary_lines
+    from locedit.evaluate.results import summary_table
+
     print(summary_table(report))
+    if attacks:
+        print("\nattack success: share of attack prompts whose image shows the removed concept")
+        print("\n".join(summary_lines(attacks)))
     if info["overlap"]:
         print(
             f"warning: {len(info['overlap'])} suite prompt(s) were fitted on (--allow-overlap): "
             "those rates are in-sample"
         )
     print(f"results written to {args.out}/ (results.json, results.csv, items.jsonl, grid-*.png)")
+
+
+def _run_with_attacks(args, pipe, edit, suite, judge, settings, suite_settings, attack) -> int:
+    """The evaluation, then each attack, each part saved once done (RunParts): --resume reuses them."""
+    from dataclasses import asdict
+
+    from tqdm.auto import tqdm
+
+    from locedit.evaluate.attacks import AttackResult, attack_size, edit_key, exact_result, run_attack
+    from locedit.evaluate.edit_eval import EvalReport
+    from locedit.evaluate.results import RunParts, write_files, write_grids
+    from locedit.evaluate.run import evaluate
+
+    edit_key(edit)  # one removed concept, before any work
+    resumable = {
+        "model": args.model,
+        "edit_fingerprint": edit.fingerprint,
+        "edit_meta": {k: v for k, v in edit.meta.items() if k != "fit_captions"},
+        "suite": [it.to_json() for it in suite],
+        "judge": judge.name,
+        "eval": asdict(settings),
+        "attack": {k: v for k, v in asdict(attack).items() if k != "kinds"},
+    }
+    parts = RunParts(args.out, json.loads(json.dumps(resumable)), resume=args.resume)
+    done = parts.load("eval")
+    if done is None:
+        with tqdm(total=(2 + settings.null) * len(suite), desc="eval", unit="image", disable=args.quiet) as bar:
+            report, info = evaluate(
+                pipe, edit, suite, judge, settings, allow_overlap=args.allow_overlap, progress=bar.update
+            )
+        write_grids(report, Path(args.out))  # now: the images are not kept in the saved part
+        parts.save("eval", {"report": report.to_json(), "info": info})
+    else:
+        report, info = EvalReport.from_json(done["report"]), done["info"]
+    results = [exact_result(report, judge, edit_key(edit))]
+    for kind in attack.kinds:
+        stored = parts.load(f"attack-{kind}")
+        if stored is not None:
+            results.append(AttackResult.from_json(stored))
+            continue
+        total = attack_size(kind, attack, settings)
+        with tqdm(total=total, desc=f"attack {kind}", unit="step", disable=args.quiet) as bar:
+            result = run_attack(kind, pipe, edit, suite, judge, attack, settings, progress=bar.update)
+        parts.save(f"attack-{kind}", result.to_json())
+        results.append(result)
+    config = _config(args, edit, settings, suite_settings, info)
+    config["attack"] = {**asdict(attack), "kinds": list(attack.kinds)}
+    write_files(report, args.out, config, results)
+    _print_summary(args, report, info, results)
     return 0

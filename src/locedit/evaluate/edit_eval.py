@@ -173,6 +173,23 @@ class EvalReport:
         vals = [r.rate for (g, _), r in self.rates[which].items() if g in SPECIFICITY_GROUPS and r.n]
         return min(vals) if vals else float("nan")
 
+    def to_json(self) -> dict:
+        """The report without its images, as JSON (rates are recomputed from the outcomes by from_json)."""
+        return {
+            "items": [it.to_json() for it in self.items],
+            "observations": self.observations,
+            "outcomes": {w: [vars(o) for o in outs] for w, outs in self.outcomes.items()},
+            "weight": self.weight,
+        }
+
+    @classmethod
+    def from_json(cls, obj: dict) -> EvalReport:
+        """A report written by to_json (no images)."""
+        items = [EvalItem(**it) for it in obj["items"]]
+        outcomes = {w: [Outcome(**o) for o in outs] for w, outs in obj["outcomes"].items()}
+        rates = {w: rates_of(items, outs) for w, outs in outcomes.items()}
+        return cls(items, obj["observations"], outcomes, rates, obj["weight"])
+
     def rows(self) -> list[dict]:
         """One row per (group, metric): the edit's rate and interval, and the null control's."""
         rows = []
