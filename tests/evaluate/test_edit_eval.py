@@ -57,6 +57,23 @@ def test_null_control_has_the_edits_norm_and_random_directions():
     )
 
 
+def test_weight_change_of_biases_and_convolution_kernels():
+    """ESD-u and ablate-full edits change biases (1-D) and conv kernels (4-D): a bias change has rank
+    1, a kernel change is ranked as an (out, in·k·k) matrix, and the null control keeps their shapes."""
+    from locedit.edit.edit import Edit
+
+    before = {"b.bias": torch.randn(8), "c.weight": torch.randn(6, 4, 3, 3)}
+    delta = {"b.bias": torch.zeros(8), "c.weight": torch.zeros(6, 4, 3, 3)}
+    delta["b.bias"][2] = 1.0
+    delta["c.weight"][:, 0, 1, 1] = torch.arange(6.0)  # one input tap, every output: rank 1
+    delta["c.weight"][0, 1, 0, 0] = 3.0  # another tap, one output: rank 2 in all
+    edit = Edit(before, {k: before[k] + delta[k] for k in before}, {"fingerprint": "x"})
+    w = weight_change(edit)["tensors"]
+    assert w["b.bias"]["rank"] == 1 and w["c.weight"]["rank"] == 2
+    assert w["c.weight"]["shape"] == [6, 4, 3, 3]
+    assert {k: v.shape for k, v in random_delta_like(edit).items()} == {k: v.shape for k, v in before.items()}
+
+
 def _judge():
     return ClassifierJudge(lambda images: [], VALUES, "test")
 

@@ -102,12 +102,14 @@ def null_edit(edit, seed: int = 0):
 @torch.no_grad()
 def weight_change(edit, pipe=None, prompts: Sequence[str] = ()) -> dict:
     """How much the edit changes: per tensor ||ΔW||/||W|| and numerical rank (singular values above
-    s_max·1e-6), and, with `pipe` and `prompts`, the largest and mean relative change
-    ||E'(p) − E(p)|| / ||E(p)|| of the text encoders' last hidden states over the prompts."""
+    s_max·1e-6; biases count as one row, convolution kernels as (out, in·k·k) matrices), and, with
+    `pipe` and `prompts`, the largest and mean relative change ||E'(p) − E(p)|| / ||E(p)|| of the text
+    encoders' last hidden states over the prompts."""
     out: dict = {"tensors": {}}
     for name in edit.names:
         delta, base = edit.delta(name), edit.before[name].double()
-        s = torch.linalg.svdvals(delta)
+        # rank of the change as a matrix (out, everything else): a bias is one row, a conv kernel (out, in·k·k)
+        s = torch.linalg.svdvals(delta.reshape(1, -1) if delta.dim() < 2 else delta.reshape(delta.shape[0], -1))
         rank = int((s > s[0] * 1e-6).sum()) if s.numel() and s[0] > 0 else 0
         out["tensors"][name] = {"rel_norm": float(delta.norm() / base.norm()), "rank": rank, "shape": list(delta.shape)}
     if pipe is not None and prompts:
