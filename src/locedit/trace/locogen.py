@@ -47,7 +47,7 @@ from locedit.scorers import Scorer
 from locedit.trace.engine import GenerationSettings, Tracer, effect
 from locedit.trace.layers import unet_layers
 from locedit.trace.plan import Unit, plan_units
-from locedit.trace.runner import _device, _distributed, parse_seeds
+from locedit.trace.runner import _device, _distributed, parse_seeds, run_sharded
 from locedit.trace.store import RunDirError, _csv_value, has_record, prepare_run_dir, save_png, write_record
 
 TARGETS = ("original", "altered")
@@ -487,13 +487,8 @@ def run_locogen(req: LocoGenRequest, pipe=None, quiet: bool = True) -> Path | No
         _check_resume(out, plan.config, req.resume)
         prepare_run_dir(out, plan.config, req.resume)
     barrier()
-    bar = None
-    if not quiet and rank == 0:
-        from tqdm.auto import tqdm
 
-        mine = [u for i, u in enumerate(plan.units) if i % world == rank]
-        bar = tqdm(total=sum(len(u.cells) for u in mine), unit="window", desc="locogen")
-    try:
+    def work(progress: Callable[[int], None] | None) -> None:
         execute_locogen(
             plan.engine,
             plan.probes,
@@ -502,12 +497,17 @@ def run_locogen(req: LocoGenRequest, pipe=None, quiet: bool = True) -> Path | No
             req.save_images,
             rank=rank,
             world=world,
-            progress=bar.update if bar is not None else None,
+            progress=progress,
         )
-    finally:
-        if bar is not None:
-            bar.close()
-    barrier()
-    if rank == 0:
-        return write_locogen_results(out, plan.units)
-    return None
+
+    return run_sharded(
+        plan.units,
+        rank,
+        world,
+        barrier,
+        quiet,
+        "window",
+        "locogen",
+        work,
+        lambda: write_locogen_results(out, plan.units),
+    )

@@ -8,7 +8,7 @@ by TraceRequest (and GenerationSettings / TraceSettings) themselves, the rest in
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -309,13 +309,8 @@ def run_trace(req: TraceRequest, pipe=None, quiet: bool = True) -> Path | None:
     if rank == 0:
         prepare_run_dir(out, plan.config, req.resume)
     barrier()
-    mine = [u for i, u in enumerate(plan.units) if i % world == rank]
-    bar = None
-    if not quiet and rank == 0:
-        from tqdm.auto import tqdm
 
-        bar = tqdm(total=sum(len(u.cells) for u in mine), unit="cell", desc=f"trace {req.component}")
-    try:
+    def work(progress: Callable[[int], None] | None) -> None:
         execute(
             plan.tracer,
             plan.probes,
@@ -326,12 +321,46 @@ def run_trace(req: TraceRequest, pipe=None, quiet: bool = True) -> Path | None:
             req.save_images,
             rank=rank,
             world=world,
-            progress=bar.update if bar is not None else None,
+            progress=progress,
         )
+
+    return run_sharded(
+        plan.units,
+        rank,
+        world,
+        barrier,
+        quiet,
+        "cell",
+        f"trace {req.component}",
+        work,
+        lambda: write_results(out, plan.units),
+    )
+
+
+def run_sharded(
+    units: Sequence,
+    rank: int,
+    world: int,
+    barrier: Callable[[], None],
+    quiet: bool,
+    unit: str,
+    desc: str,
+    work: Callable[[Callable[[int], None] | None], None],
+    finish: Callable[[], Path],
+) -> Path | None:
+    """The run loop shared by tracing and LocoGen: work(progress) computes this rank's units (unit i
+    belongs to rank i % world) under a progress bar over their cells (rank 0 only, none when quiet);
+    after every rank is done, rank 0 returns finish() (the results file) and the others None."""
+    bar = None
+    if not quiet and rank == 0:
+        from tqdm.auto import tqdm
+
+        mine = [u for i, u in enumerate(units) if i % world == rank]
+        bar = tqdm(total=sum(len(u.cells) for u in mine), unit=unit, desc=desc)
+    try:
+        work(bar.update if bar is not None else None)
     finally:
         if bar is not None:
             bar.close()
     barrier()
-    if rank == 0:
-        return write_results(out, plan.units)
-    return None
+    return finish() if rank == 0 else None
