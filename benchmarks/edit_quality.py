@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import torch
 
@@ -76,11 +77,16 @@ def main() -> None:
         help="null control (random ΔW of the edit's norm) for the library default only, for every "
         "variant, or only the null controls (no edited images; a second pass)",
     )
+    parser.add_argument(
+        "--judge", default=None, help="judge spec (default: the classifier in the --model folder, else builtin)"
+    )
     parser.add_argument("--json", default=None, help="write all numbers here")
     args = parser.parse_args()
     pipe = load_pipeline(args.model)
     w = world_of(pipe)  # builtin:shapes or builtin:scenes (or a folder of either)
-    judge = make_judge("builtin")
+    # a recipe's exported folder (not installed in the package) is judged by the classifier inside it
+    own = Path(args.model) / "classifier.safetensors"
+    judge = make_judge(args.judge or (f"builtin:{args.model}" if own.is_file() else "builtin"))
     chosen = variants()
     if args.variants:
         with open(args.variants) as f:
@@ -112,20 +118,21 @@ def main() -> None:
             )
             baseline = baseline or result
             rates = result.rates["after"]
-            w = weight_change(edit)["tensors"][edit.names[0]]
+            change = weight_change(edit)["tensors"][edit.names[0]]
             null_spec = result.specificity("null") if "null" in result.rates else float("nan")
             label = f"{name} (null)" if args.null == "only" else name
             print(
                 f"{label:30s} "
                 + " ".join(fmt(rates.get(g)) for g in GROUPS)
-                + f"  {w['rel_norm']:7.2f} {w['rank']:4d}  {null_spec:8.2f} {edit.meta['seconds'] * 1000:5.0f}"
+                + f"  {change['rel_norm']:7.2f} {change['rank']:4d}  {null_spec:8.2f}"
+                f" {edit.meta['seconds'] * 1000:5.0f}"
                 f"   ({time.perf_counter() - t0:.0f} s)",
                 flush=True,
             )
             report[edit_name][name] = {
                 "settings": kwargs,
                 "rows": result.rows(),
-                "weight": {"tensors": {edit.names[0]: w}},
+                "weight": {"tensors": {edit.names[0]: change}},
                 "null_only": args.null == "only",
             }
     if args.json:

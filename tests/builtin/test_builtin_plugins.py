@@ -97,6 +97,38 @@ def test_a_missing_scenes_classifier_names_the_fix(monkeypatch, tmp_path):
         judge.observe(big, [])
 
 
+def test_builtin_spec_with_a_path_reads_that_folders_classifier(tmp_path):
+    """builtin:DIR (a folder the recipe exported, not installed in the package) scores and judges with the
+    classifier inside it; its world is the one whose classifier the file fits."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(0)
+    net = ShapesCNN(world.SCENES_WORLD)
+    folder = tmp_path / "pipeline"
+    folder.mkdir()
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(folder / "classifier.safetensors"))
+    given = ShapesClassifier(net, world.SCENES_WORLD)
+    big = _images(world.SCENES_WORLD, [world.Record("heart", "orange", "wavy", position="left", seed=3)] * 2)
+    scorer = make_scorer(f"builtin:{folder}")
+    assert scorer.name == f"builtin:{folder}" and scorer.worlds.world_of(big) is world.SCENES_WORLD
+    probe = Probe("a heart on the left", "left", "position", "left")
+    expected = given.predict_proba(torch.cat([big[:1], big]))["position"][
+        1:, world.SCENES_WORLD.positions.index("left")
+    ]
+    assert torch.equal(scorer.score(big, probe, big[0]), expected.double())
+    judge = make_judge(f"builtin:{folder / 'classifier.safetensors'}")
+    assert judge.observe(big, []) == given.predict(big) and "position" in judge.values
+    # a shapes-world classifier file is read as the shapes world
+    save_file(dict(ShapesCNN(world.SHAPES_WORLD).state_dict()), str(tmp_path / "shapes.safetensors"))
+    assert make_scorer(f"builtin:{tmp_path / 'shapes.safetensors'}").worlds.world_of(big) is world.SHAPES_WORLD
+    # a folder without a classifier, and a file of other tensors, are named with the fix
+    with pytest.raises(ScorerError, match=r"no built-in classifier at .*nothing'.*--export DIR"):
+        check_scorer_spec(f"builtin:{tmp_path / 'nothing'}/")
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "other.safetensors"))
+    with pytest.raises(SuiteError, match="is not the classifier of a built-in world"):
+        make_judge(f"builtin:{tmp_path / 'other.safetensors'}")
+
+
 def test_builtin_judge_for_both_worlds():
     judge = make_judge("builtin")
     assert isinstance(judge, ClassifierJudge) and judge.name == "builtin"
@@ -112,7 +144,7 @@ def test_builtin_judge_for_both_worlds():
         shapes_only.check([EvalItem("a red circle on the left", "neighbours", 0, expect={"position": "left"})])
     with pytest.raises(SuiteError, match="unknown built-in world in judge builtin:x"):
         make_judge("builtin:x")
-    with pytest.raises(SuiteError, match=r"unknown judge 'nope'; use one of: clip:PATH, builtin\[:WORLD\]"):
+    with pytest.raises(SuiteError, match=r"unknown judge 'nope'; use one of: clip:PATH, builtin\[:WORLD\|:PATH\]"):
         make_judge("nope")
 
 

@@ -41,7 +41,9 @@ def test_bad_specs_are_refused_before_anything_loads(tmp_path):
         make_scorer("clip")
     with pytest.raises(ScorerError, match="takes no argument"):
         check_scorer_spec("pixel:x")
-    with pytest.raises(ScorerError, match=r"unknown scorer 'nope'; use one of: clip:PATH, pixel, builtin\[:WORLD\]"):
+    with pytest.raises(
+        ScorerError, match=r"unknown scorer 'nope'; use one of: clip:PATH, pixel, builtin\[:WORLD\|:PATH\]"
+    ):
         make_scorer("nope")
 
 

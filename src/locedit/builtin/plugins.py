@@ -3,7 +3,9 @@ suite and attack aliases (edit evaluation), all from the worlds' classifiers and
 
 One scorer and one judge serve every built-in world: a batch of images is read by the classifier of
 the world that draws images of its size (32×32: shapes, 48×48: scenes), or of the world a spec
-forces (``builtin:shapes``, ``builtin:scenes``; images of another size are then resized).
+forces (``builtin:shapes``, ``builtin:scenes``; images of another size are then resized), or by the
+classifier a spec points to (``builtin:PATH``: a model folder the recipe exported, which holds its
+``classifier.safetensors``, or that file itself; its world is the one whose classifier it fits).
 
 Imported by ``locedit.builtin`` (and so by ``import locedit``): the layers below never import this
 package, they only look the names up in their registries.
@@ -48,10 +50,39 @@ def load_classifier(w: World, error: type[LoceditError] = ScorerError) -> Shapes
     if not path.is_file():
         raise error(
             f"the classifier of the built-in {w.name} world is not installed ({str(path)!r} is missing); "
-            f"train it with `python -m locedit.builtin.train --model {w.name} --out DIR --export {path.parent}` "
-            "or install a locedit that ships builtin:" + w.name
+            f"train it with `python -m locedit.builtin.train --model {w.name} --out DIR --export {path.parent}`, "
+            f"or point the scorer/judge at a folder the recipe exported (builtin:DIR), or install a locedit that "
+            f"ships builtin:{w.name}"
         )
     return ShapesClassifier.load(path, w)
+
+
+def classifier_from_path(path: str | Path, error: type[LoceditError] = ScorerError) -> ShapesClassifier:
+    """The classifier in ``path`` (a model folder holding ``classifier.safetensors``, or the file), for the
+    built-in world whose classifier's tensors it fits; raises ``error`` naming the problem otherwise."""
+    from safetensors.torch import load_file
+
+    file = Path(path)
+    if file.is_dir():
+        file = file / "classifier.safetensors"
+    if not file.is_file():
+        raise error(
+            f"no built-in classifier at {str(file)!r}; builtin:PATH takes a model folder exported by "
+            "`python -m locedit.builtin.train --export DIR` (it holds classifier.safetensors) or that file"
+        )
+    state = load_file(str(file))
+    for w in WORLDS.values():
+        net = clf.ShapesCNN(w)
+        expected = net.state_dict()
+        if expected.keys() == state.keys() and all(expected[k].shape == state[k].shape for k in state):
+            net.load_state_dict(state)
+            return ShapesClassifier(net, w)
+    raise error(f"{str(file)!r} is not the classifier of a built-in world ({', '.join(WORLDS)}): its tensors differ")
+
+
+def _is_path(arg: str | None) -> bool:
+    """Whether a builtin spec's argument names a classifier path rather than a world."""
+    return bool(arg) and arg not in WORLDS and ("/" in arg or "\\" in arg or Path(arg).exists())
 
 
 class WorldClassifiers:
@@ -135,6 +166,16 @@ class BuiltinScorer(Scorer):
         if world is not None:
             self.name = f"builtin:{world}"
 
+    @classmethod
+    def from_spec(cls, arg: str | None) -> BuiltinScorer:
+        """The scorer of ``--scorer builtin[:WORLD|:PATH]``."""
+        if not _is_path(arg):
+            return cls(world=arg)
+        classifier = classifier_from_path(arg)
+        scorer = cls([classifier], world=classifier.world.name)
+        scorer.name = f"builtin:{arg}"
+        return scorer
+
     def score(self, images: torch.Tensor, probe: Probe, reference: torch.Tensor) -> torch.Tensor:
         """(N,) float64 probabilities of the probed value for `images` (N, 3, H, W) in [0, 1]."""
         w = self.worlds.world_of(images)
@@ -158,10 +199,18 @@ class BuiltinScorer(Scorer):
 
 def _check_world(kind: str, error: type[LoceditError]):
     def check(arg: str | None) -> None:
-        if arg and arg not in WORLDS:
+        if _is_path(arg):
+            file = Path(arg) / "classifier.safetensors" if Path(arg).is_dir() else Path(arg)
+            if not file.is_file():
+                raise error(
+                    f"no built-in classifier at {str(file)!r} ({kind} builtin:{arg}); give a model folder exported "
+                    "by `python -m locedit.builtin.train --export DIR` (it holds classifier.safetensors) or that file"
+                )
+        elif arg and arg not in WORLDS:
             raise error(
-                f"unknown built-in world in {kind} builtin:{arg}; write builtin (the world picked by image size) "
-                f"or builtin:WORLD with WORLD one of {', '.join(WORLDS)}"
+                f"unknown built-in world in {kind} builtin:{arg}; write builtin (the world picked by image size), "
+                f"builtin:WORLD with WORLD one of {', '.join(WORLDS)}, or builtin:PATH (a folder holding "
+                "classifier.safetensors)"
             )
 
     return check
@@ -169,13 +218,19 @@ def _check_world(kind: str, error: type[LoceditError]):
 
 def builtin_judge(arg: str | None = None, device: torch.device | str = "cpu") -> Judge:
     """The classifier judge of the built-in worlds (colour, shape, style, size and, where the world has
-    them, position labels); `arg` forces a world, else each batch is read by the world of its image size.
+    them, position labels); `arg` forces a world or names a classifier path (``builtin:PATH``, its world
+    forced), else each batch is read by the world of its image size.
 
     Without a forced world, suites are checked against the union of the worlds' values.
     """
     _check_world("judge", SuiteError)(arg)
-    worlds = WorldClassifiers(world=arg, error=SuiteError)
-    chosen = [WORLDS[arg]] if arg else list(WORLDS.values())
+    if _is_path(arg):
+        given = classifier_from_path(arg, SuiteError)
+        worlds = WorldClassifiers([given], world=given.world.name, error=SuiteError)
+        chosen = [given.world]
+    else:
+        worlds = WorldClassifiers(world=arg, error=SuiteError)
+        chosen = [WORLDS[arg]] if arg else list(WORLDS.values())
     values: dict[str, list[str]] = {}
     for w in chosen:
         world_values = {"colour": w.colours, **clf.heads(w)}
@@ -191,10 +246,10 @@ def builtin_judge(arg: str | None = None, device: torch.device | str = "cpu") ->
 
 register_scorer(
     "builtin",
-    lambda arg, device: BuiltinScorer(world=arg),
+    lambda arg, device: BuiltinScorer.from_spec(arg),
     check=_check_world("scorer", ScorerError),
-    usage="builtin[:WORLD]",
+    usage="builtin[:WORLD|:PATH]",
 )
-register_judge("builtin", builtin_judge, usage="builtin[:WORLD]")
+register_judge("builtin", builtin_judge, usage="builtin[:WORLD|:PATH]")
 register_suite("builtin", suite_for_edit)
 register_aliases(world_aliases)

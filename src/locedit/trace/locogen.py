@@ -294,7 +294,7 @@ class LocoGenRequest:
     seeds: list[int] = option(default_factory=lambda: [0], parse=parse_seeds, help="comma-separated seeds, e.g. 0,1")
     # Windows per denoising loop (plus the clean and altered rows): memory grows with it.
     batch: int = option(8, parse=int, help="windows per denoising loop")
-    # How images are scored: clip:PATH, builtin[:WORLD], or pixel (similarity to the clean image).
+    # How images are scored: clip:PATH, builtin[:WORLD|:PATH], or pixel (similarity to the clean image).
     scorer: str = option("pixel", help="clip:PATH (local CLIP folder), pixel, or builtin[:shapes|scenes]")
     save_images: bool = option(False, action="flag", help="write PNGs of every generation")
     resume: bool = option(False, action="flag", help="continue the run in RUNDIR, skipping finished windows")

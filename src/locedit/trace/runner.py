@@ -89,7 +89,7 @@ class TraceRequest:
     seeds: list[int] = option(default_factory=lambda: [0], parse=parse_seeds, help="comma-separated seeds, e.g. 0,1")
     # Restored rows per denoising loop (plus the clean and corrupted rows): memory grows with it.
     batch: int = option(8, parse=int, help="restored rows per denoising loop")
-    # How images are scored: pixel (no model needed), clip:PATH, or builtin[:WORLD] (the built-in models'
+    # How images are scored: pixel (no model needed), clip:PATH, or builtin[:WORLD|:PATH] (the built-in models'
     # classifier's probability of the probe's value).
     scorer: str = option("pixel", help="clip:PATH (local CLIP folder), pixel, or builtin[:shapes|scenes]")
     # PNGs of every generation (clean, corrupted, each restored row) under RUNDIR/images; off: they are many.
