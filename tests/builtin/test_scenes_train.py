@@ -78,6 +78,16 @@ def test_assembled_folder(straight):
     assert pipe.unet.config.sample_size == 12 and pipe.vae.config.sample_size == 48
     img = pipe("a large orange heart on the left on a wavy background", num_inference_steps=2, output_type="pt").images
     assert img.shape == (1, 3, 48, 48) and torch.isfinite(img).all()
+    # the UNet and VAE are stored in float16 (storage_dtype) and load as float32, equal to the trained weights
+    # rounded to float16
+    for name in ("unet", "vae"):
+        stored = load_file(str(folder / name / "diffusion_pytorch_model.safetensors"))
+        assert {t.dtype for t in stored.values()} == {torch.float16}, name
+        trained = load_file(str(out / name / "diffusion_pytorch_model.safetensors"))
+        loaded = getattr(pipe, name).state_dict()
+        for key, value in trained.items():
+            assert loaded[key].dtype == torch.float32 and torch.equal(loaded[key], value.half().float()), key
+    assert make_scorer(f"builtin:{folder}").worlds.forced is SCENES_WORLD  # the folder's own classifier
     # the CLIP folder's text tower is the pipeline's text encoder, stored in float16
     clip = CLIPModel.from_pretrained(str(folder / "clip"), local_files_only=True)
     text = CLIPTextModel.from_pretrained(str(folder / "text_encoder"), local_files_only=True)

@@ -295,7 +295,7 @@ class LocoGenRequest:
     # Windows per denoising loop (plus the clean and altered rows): memory grows with it.
     batch: int = option(8, parse=int, help="windows per denoising loop")
     # How images are scored: clip:PATH, builtin[:WORLD|:PATH], or pixel (similarity to the clean image).
-    scorer: str = option("pixel", help="clip:PATH (local CLIP folder), pixel, or builtin[:shapes|scenes]")
+    scorer: str = option("pixel", help="clip:PATH (local CLIP folder), pixel, or builtin[:shapes|scenes|PATH]")
     save_images: bool = option(False, action="flag", help="write PNGs of every generation")
     resume: bool = option(False, action="flag", help="continue the run in RUNDIR, skipping finished windows")
     device: str = DEFAULT_DEVICE

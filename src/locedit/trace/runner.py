@@ -91,7 +91,7 @@ class TraceRequest:
     batch: int = option(8, parse=int, help="restored rows per denoising loop")
     # How images are scored: pixel (no model needed), clip:PATH, or builtin[:WORLD|:PATH] (the built-in models'
     # classifier's probability of the probe's value).
-    scorer: str = option("pixel", help="clip:PATH (local CLIP folder), pixel, or builtin[:shapes|scenes]")
+    scorer: str = option("pixel", help="clip:PATH (local CLIP folder), pixel, or builtin[:shapes|scenes|PATH]")
     # PNGs of every generation (clean, corrupted, each restored row) under RUNDIR/images; off: they are many.
     save_images: bool = option(False, action="flag", help="write PNGs of every generation")
     # Continue the run already in `out` (same settings), skipping cells whose records exist; off: `out` must be new.
