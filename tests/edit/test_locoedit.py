@@ -200,3 +200,13 @@ def test_summary_shows_neurons_only_for_the_neuron_method(method, shown):
     summary = Edit({}, {}, meta).summary()
     assert "lam=0.1" in summary
     assert ("neurons=8" in summary) == shown
+
+
+def test_the_top_level_package_exports_locoedit():
+    import locedit
+    from locedit import LocoEditSettings as top_settings
+    from locedit import locoedit as top_locoedit
+    from locedit import locoedit_neurons as top_neurons
+
+    assert (top_locoedit, top_neurons, top_settings) == (locoedit, locoedit_neurons, LocoEditSettings)
+    assert {"locoedit", "locoedit_neurons", "LocoEditSettings"} <= set(locedit.__all__)
