@@ -83,6 +83,27 @@ def test_python_dash_m_entry_point(tiny_dirs):
     assert "family:      sdxl" in proc.stdout
 
 
+def run_with_closed_stdout(argv: list[str]) -> subprocess.CompletedProcess:
+    """`python -m locedit ARGV` whose reader has gone before it writes a byte (as `| head -1` once it has
+    its line): every write to stdout fails with EPIPE."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "locedit", *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    return subprocess.CompletedProcess(proc.args, proc.wait(), None, err)
+
+
+@pytest.mark.parametrize("command", ["info", "--help"])
+def test_a_closed_stdout_ends_quietly(tiny_dirs, command):
+    proc = run_with_closed_stdout(["info", str(tiny_dirs["sdxl"])] if command == "info" else [command])
+    # argparse ignores a failed write of its help and exits 0; only the flush at exit was left to fail
+    assert proc.returncode == (141 if command == "info" else 0), proc.stderr
+    for noise in ("Traceback", "BrokenPipeError", "Exception ignored", "internal error"):
+        assert noise not in proc.stderr
+
+
 BAD_EDIT_ARGS = {
     "remove without to": (["--remove", "van gogh"], "--remove and --to go together"),
     "malformed pair": (["--pair", "van gogh"], "not KEY=VALUE"),

@@ -2,7 +2,20 @@
 
 import locedit.builtin  # noqa: F401  (registers the `builtin` scorer, judge and suite, so the specs work everywhere)
 from locedit._version import __version__
-from locedit.edit import AblateSettings, Edit, ESDSettings, QuickFixConfig, UCESettings, ablate, esd, quickfix, uce
+from locedit.edit import (
+    AblateSettings,
+    Edit,
+    ESDSettings,
+    LocoEditSettings,
+    QuickFixConfig,
+    UCESettings,
+    ablate,
+    esd,
+    locoedit,
+    locoedit_neurons,
+    quickfix,
+    uce,
+)
 from locedit.evaluate.run import evaluate as eval_edit
 from locedit.models import detect_family, load_pipeline
 
@@ -10,6 +23,7 @@ __all__ = [
     "AblateSettings",
     "ESDSettings",
     "Edit",
+    "LocoEditSettings",
     "QuickFixConfig",
     "UCESettings",
     "__version__",
@@ -18,6 +32,8 @@ __all__ = [
     "esd",
     "eval_edit",
     "load_pipeline",
+    "locoedit",
+    "locoedit_neurons",
     "quickfix",
     "uce",
 ]

@@ -20,7 +20,7 @@ from locedit.edit.locoedit import (
     rank_neurons,
     welch_z,
 )
-from locedit.edit.unet_tuning import encode, predict
+from locedit.edit.unet_tuning import encode, predict, settings_dict
 from locedit.errors import InvalidInputError
 from locedit.trace.locogen import cross_attention_layers
 
@@ -191,3 +191,22 @@ def test_cli_writes_the_edit(tiny_dirs, tmp_path, capsys):
     edit = Edit.load(out)
     assert edit.meta["layers"] == [1, 3] and edit.meta["settings"]["lam"] == 0.2
     assert "locoedit: 'cat' -> 'dog'" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("method, shown", [("locoedit", False), ("locoedit-neurons", True)])
+def test_summary_shows_neurons_only_for_the_neuron_method(method, shown):
+    # the meta as locoedit / locoedit_neurons record it: every LocoEditSettings field under "settings"
+    meta = {"method": method, "pairs": [["cat", "dog"]], "settings": settings_dict(LocoEditSettings())}
+    summary = Edit({}, {}, meta).summary()
+    assert "lam=0.1" in summary
+    assert ("neurons=8" in summary) == shown
+
+
+def test_the_top_level_package_exports_locoedit():
+    import locedit
+    from locedit import LocoEditSettings as top_settings
+    from locedit import locoedit as top_locoedit
+    from locedit import locoedit_neurons as top_neurons
+
+    assert (top_locoedit, top_neurons, top_settings) == (locoedit, locoedit_neurons, LocoEditSettings)
+    assert {"locoedit", "locoedit_neurons", "LocoEditSettings"} <= set(locedit.__all__)

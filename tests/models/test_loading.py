@@ -21,6 +21,30 @@ def test_families_detected_from_saved_folders(load_tiny, family):
         assert h.context_length == 77
 
 
+def test_text_encoder_kind_is_read_from_its_config():
+    from transformers import CLIPTextConfig
+
+    from locedit.models.families import describe_text_encoder
+
+    def kind(layers: int, width: int, vocab: int) -> str:
+        return describe_text_encoder(
+            CLIPTextConfig(num_hidden_layers=layers, hidden_size=width, vocab_size=vocab, intermediate_size=4 * width)
+        )
+
+    assert kind(12, 768, 49408) == "CLIP ViT-L/14 text encoder (OpenAI CLIP)"
+    assert kind(23, 1024, 49408) == "OpenCLIP ViT-H/14 text encoder"
+    assert kind(32, 1280, 49408) == "OpenCLIP ViT-bigG/14 text encoder"
+    assert kind(4, 64, 1000) == "CLIP-architecture text encoder, 4 layers × width 64, vocabulary 1,000"
+    assert kind(12, 768, 1000).startswith("CLIP-architecture")  # ViT-L/14's depth and width, another vocabulary
+
+
+def test_tiny_encoders_are_not_called_released_ones(load_tiny, family):
+    for handle in text_encoders(load_tiny(family)):
+        config = handle.encoder.config
+        assert "ViT" not in handle.kind
+        assert f"{config.num_hidden_layers} layers × width {config.hidden_size}" in handle.kind
+
+
 def test_sd2_pads_differently_from_sd1(load_tiny):
     sd1, sd2 = load_tiny("sd1"), load_tiny("sd2")
     ids1 = text_encoders(sd1)[0].tokenize(["a cat"])[0]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import csv
 import json
 import math
+import subprocess
+import sys
 
 import pytest
 
@@ -78,6 +80,17 @@ def test_unet_and_text_reports(tiny_dirs, tmp_path, capsys):
     assert [f.caption.split(":")[0] for f in report.figures] == [m.name for m in maps]
     assert {"text_summary_text_encoder_attn", "text_P0000_text_encoder_attn"} <= {m.name for m in maps}
     assert "<td>cat*</td>" in page.read_text()
+
+
+def test_report_into_a_closed_pipe_ends_quietly(trace_run, tmp_path):
+    # `locedit report DIR | head -1`, with the reader gone before the first byte (so every write fails)
+    argv = [sys.executable, "-m", "locedit", "report", str(trace_run), "--out", str(tmp_path / "report")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    proc.stderr.close()
+    assert proc.wait() == 141, err
+    assert "Traceback" not in err and "Exception ignored" not in err
 
 
 def test_report_of_missing_or_unfinished_run_is_a_user_error(tmp_path, capsys):

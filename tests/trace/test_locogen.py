@@ -27,7 +27,7 @@ from locedit.trace.locogen import (
     run_locogen,
     write_locogen_results,
 )
-from locedit.trace.store import read_results
+from locedit.trace.store import RunDirError, read_results
 
 FAST = GenerationSettings(steps=3, guidance=7.5)
 PROBE = Probe("a photo of a red cat", "cat", "object", altered="a photo of a blue dog")
@@ -178,6 +178,20 @@ def test_resumed_and_sharded_runs_write_the_same_results(load_tiny, loco_probes,
     done = [execute_locogen(plan.engine, plan.probes, plan.units, shard, rank=r, world=2) for r in (0, 1)]
     assert sum(done) == len(plan.units)
     assert write_locogen_results(shard, plan.units).read_text() == whole
+
+
+def test_run_folder_errors_name_a_locogen_run(load_tiny, loco_probes, tmp_path):
+    pipe = load_tiny("sd1")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("not a run")
+    held = tmp_path / "held"
+    held.mkdir()
+    (held / "config.json").write_text("{}")
+    for out, message in [(other, "is not a LocoGen run"), (held, "already holds a LocoGen run; pass --resume")]:
+        request = LocoGenRequest(model="tiny", out=str(out), probes=str(loco_probes), generation=FAST)
+        with pytest.raises(RunDirError, match=message):
+            run_locogen(request, pipe=pipe)
 
 
 def test_windows_and_indices_are_checked(load_tiny):

@@ -21,11 +21,11 @@ def run(args) -> int:
     pipe = load_model(args)
     family = detect_family(pipe)
     encoders = []
-    for handle, kind in zip(text_encoders(pipe), family.encoder_kinds):
+    for handle in text_encoders(pipe):
         encoders.append(
             {
                 "name": handle.name,
-                "kind": kind,
+                "kind": handle.kind,
                 "class": type(handle.encoder).__name__,
                 "layers": handle.num_layers,
                 "hidden_size": int(handle.encoder.config.hidden_size),

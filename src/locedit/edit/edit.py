@@ -173,7 +173,10 @@ class Edit:
 
     def _baseline_summary(self) -> list[str]:
         m, st = self.meta, self.meta.get("stats", {})
-        settings = " ".join(f"{k}={v}" for k, v in m["settings"].items() if k != "templates")
+        hidden = {"templates"}
+        if m.get("method") == "locoedit":  # LocoEditSettings.neurons is read only by locoedit-neurons
+            hidden.add("neurons")
+        settings = " ".join(f"{k}={v}" for k, v in m["settings"].items() if k not in hidden)
         lines = [f"  settings:  {settings}", f"  weights:   {len(self.names)} tensors changed"]
         if st.get("loss"):
             lines.append(

@@ -26,8 +26,6 @@ class Family:
     # Pipeline attribute names of the text encoders and their tokenizers, in pipeline order.
     text_encoders: tuple[str, ...]
     tokenizers: tuple[str, ...]
-    # Human description of each encoder, for `locedit info`.
-    encoder_kinds: tuple[str, ...]
     # Token the family's tokenizer pads with (SD1 pads with <|endoftext|>, OpenCLIP with "!").
     pad_tokens: tuple[str, ...]
 
@@ -36,24 +34,41 @@ SD1 = Family(
     name="sd1",
     text_encoders=("text_encoder",),
     tokenizers=("tokenizer",),
-    encoder_kinds=("CLIP ViT-L/14 text encoder (OpenAI CLIP)",),
     pad_tokens=("<|endoftext|>",),
 )
 SD2 = Family(
     name="sd2",
     text_encoders=("text_encoder",),
     tokenizers=("tokenizer",),
-    encoder_kinds=("OpenCLIP ViT-H/14 text encoder",),
     pad_tokens=("!",),
 )
 SDXL = Family(
     name="sdxl",
     text_encoders=("text_encoder", "text_encoder_2"),
     tokenizers=("tokenizer", "tokenizer_2"),
-    encoder_kinds=("CLIP ViT-L/14 text encoder (OpenAI CLIP)", "OpenCLIP ViT-bigG/14 text encoder"),
     pad_tokens=("<|endoftext|>", "!"),
 )
 FAMILIES = {f.name: f for f in (SD1, SD2, SDXL)}
+
+# The released text encoders of the families, by (layers, width, vocabulary) of their config, for `locedit
+# info`. SD2's OpenCLIP ViT-H/14 ships in diffusers with its last layer dropped (23 of 24 layers).
+KNOWN_TEXT_ENCODERS = {
+    (12, 768, 49408): "CLIP ViT-L/14 text encoder (OpenAI CLIP)",
+    (23, 1024, 49408): "OpenCLIP ViT-H/14 text encoder",
+    (24, 1024, 49408): "OpenCLIP ViT-H/14 text encoder",
+    (32, 1280, 49408): "OpenCLIP ViT-bigG/14 text encoder",
+}
+
+
+def describe_text_encoder(config) -> str:
+    """What a text encoder is, from its (transformers CLIPTextConfig) sizes: the released encoder of
+    KNOWN_TEXT_ENCODERS it matches, else its sizes (e.g. the built-in models' 4 layers × width 64)."""
+    sizes = (int(config.num_hidden_layers), int(config.hidden_size), int(config.vocab_size))
+    known = KNOWN_TEXT_ENCODERS.get(sizes)
+    if known:
+        return known
+    return f"CLIP-architecture text encoder, {sizes[0]} layers × width {sizes[1]}, vocabulary {sizes[2]:,}"
+
 
 # Canonical (transformers 4.x) module paths inside one CLIP text encoder. transformers 5.x drops the
 # `text_model.` level for CLIPTextModel (not for CLIPTextModelWithProjection), so every path is

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 import torch
 
 from locedit.errors import InvalidInputError, LoceditError
-from locedit.models.families import Family, detect_family, num_text_layers, resolve_text_module, text_template
+from locedit.models.families import (
+    Family,
+    describe_text_encoder,
+    detect_family,
+    num_text_layers,
+    resolve_text_module,
+    text_template,
+)
 
 
 class SubjectNotFoundError(LoceditError, ValueError):
@@ -41,6 +48,11 @@ class TextEncoderHandle:
     @property
     def num_layers(self) -> int:
         return num_text_layers(self.encoder)
+
+    @property
+    def kind(self) -> str:
+        """What the encoder is, from its config's sizes (families.describe_text_encoder)."""
+        return describe_text_encoder(self.encoder.config)
 
     def module(self, kind: str, layer: int | None = None) -> torch.nn.Module:
         """Submodule by template kind (see TEXT_TEMPLATES), e.g. module("attn_out", 0)."""

@@ -74,7 +74,12 @@ EMPTY = CellStat(math.nan, math.nan, math.nan, 0)
 
 
 def t_interval(values: Sequence[float]) -> CellStat:
-    """Mean of `values` (NaNs dropped) with its 95% Student-t interval."""
+    """Mean of `values` (NaNs dropped) with its 95% Student-t interval.
+
+    The bounds are not clipped: the values it averages, normalized effects, have no range to clip to (a
+    restoration can overshoot the clean score, > 1, or move away from it, < 0). Rates, which live in
+    [0, 1], get Wilson intervals instead (evaluate.edit_eval.wilson), which stay inside it.
+    """
     values = [float(v) for v in values if not math.isnan(v)]
     n = len(values)
     if n == 0:

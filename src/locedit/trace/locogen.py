@@ -485,7 +485,7 @@ def run_locogen(req: LocoGenRequest, pipe=None, quiet: bool = True) -> Path | No
     barrier()
     if rank == 0:
         _check_resume(out, plan.config, req.resume)
-        prepare_run_dir(out, plan.config, req.resume)
+        prepare_run_dir(out, plan.config, req.resume, kind="LocoGen run")
     barrier()
 
     def work(progress: Callable[[int], None] | None) -> None:

@@ -84,18 +84,19 @@ class RunDirError(LoceditError, FileExistsError):
     """The --out directory holds something that is not this run (or --resume is missing)."""
 
 
-def prepare_run_dir(out: Path, config: dict, resume: bool) -> dict:
+def prepare_run_dir(out: Path, config: dict, resume: bool, kind: str = "trace run") -> dict:
     """Create `out` with config.json, or check it holds the same run when resuming.
 
-    Returns the stored config (on resume, its recorded noise scale is the one to use). Raises RunDirError.
+    `kind` names the run in the errors ("trace run", "LocoGen run"). Returns the stored config (on resume,
+    its recorded noise scale is the one to use). Raises RunDirError.
     """
     stored_path = out / "config.json"
     if out.exists() and any(out.iterdir()):
         if not stored_path.is_file():
-            raise RunDirError(f"--out {str(out)!r} exists and is not a trace run; choose an empty or new folder")
+            raise RunDirError(f"--out {str(out)!r} exists and is not a {kind}; choose an empty or new folder")
         if not resume:
             raise RunDirError(
-                f"--out {str(out)!r} already holds a trace run; pass --resume to continue it or choose a new folder"
+                f"--out {str(out)!r} already holds a {kind}; pass --resume to continue it or choose a new folder"
             )
         stored = json.loads(stored_path.read_text())
         for key in RUN_KEYS:
