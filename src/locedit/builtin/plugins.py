@@ -62,14 +62,7 @@ def classifier_from_path(path: str | Path, error: type[LoceditError] = ScorerErr
     built-in world whose classifier's tensors it fits; raises ``error`` naming the problem otherwise."""
     from safetensors.torch import load_file
 
-    file = Path(path)
-    if file.is_dir():
-        file = file / "classifier.safetensors"
-    if not file.is_file():
-        raise error(
-            f"no built-in classifier at {str(file)!r}; builtin:PATH takes a model folder exported by "
-            "`python -m locedit.builtin.train --export DIR` (it holds classifier.safetensors) or that file"
-        )
+    file = _classifier_file(path, error)
     state = load_file(str(file))
     for w in WORLDS.values():
         net = clf.ShapesCNN(w)
@@ -78,6 +71,18 @@ def classifier_from_path(path: str | Path, error: type[LoceditError] = ScorerErr
             net.load_state_dict(state)
             return ShapesClassifier(net, w)
     raise error(f"{str(file)!r} is not the classifier of a built-in world ({', '.join(WORLDS)}): its tensors differ")
+
+
+def _classifier_file(path: str | Path, error: type[LoceditError]) -> Path:
+    """The classifier file ``builtin:PATH`` names (PATH itself, or PATH/classifier.safetensors for a folder);
+    raises ``error`` naming the fix when it does not exist."""
+    file = Path(path) / "classifier.safetensors" if Path(path).is_dir() else Path(path)
+    if not file.is_file():
+        raise error(
+            f"no built-in classifier at {str(file)!r} (builtin:{path}); give a model folder exported by "
+            "`python -m locedit.builtin.train --export DIR` (it holds classifier.safetensors) or that file"
+        )
+    return file
 
 
 def _is_path(arg: str | None) -> bool:
@@ -200,12 +205,7 @@ class BuiltinScorer(Scorer):
 def _check_world(kind: str, error: type[LoceditError]):
     def check(arg: str | None) -> None:
         if _is_path(arg):
-            file = Path(arg) / "classifier.safetensors" if Path(arg).is_dir() else Path(arg)
-            if not file.is_file():
-                raise error(
-                    f"no built-in classifier at {str(file)!r} ({kind} builtin:{arg}); give a model folder exported "
-                    "by `python -m locedit.builtin.train --export DIR` (it holds classifier.safetensors) or that file"
-                )
+            _classifier_file(arg, error)
         elif arg and arg not in WORLDS:
             raise error(
                 f"unknown built-in world in {kind} builtin:{arg}; write builtin (the world picked by image size), "
