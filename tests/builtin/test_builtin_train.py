@@ -111,6 +111,7 @@ def test_all_stages_smoke(tmp_path):
         assert (tmp_path / f"{stage}.ckpt.safetensors").exists()
         assert (tmp_path / f"{stage}.done.json").exists()
     assert 0 <= metrics["vae"]["recon_mse_01"] < 1
+    assert "skipped" in metrics["vision"] and not (tmp_path / "vision.ckpt.json").exists()  # cnn tower: no stage
     assert (tmp_path / "classifier.safetensors").exists()
     folder = tmp_path / "pipeline"
     from diffusers import StableDiffusionPipeline

@@ -17,6 +17,7 @@ def _toy_scenes() -> T.TrainConfig:
     c = T.scenes_config()
     c.checkpoint_every = 1
     c.vae.steps, c.vae.batch, c.vae.eval_n = 2, 4, 8
+    c.vision.steps, c.vision.batch, c.vision.eval_n = 2, 8, 4
     c.clip.steps, c.clip.batch, c.clip.eval_n, c.clip.width, c.clip.layers, c.clip.vision_layers = 2, 8, 2, 32, 2, 1
     c.classifier.steps, c.classifier.batch, c.classifier.eval_n = 2, 8, 8
     c.unet.steps, c.unet.batch, c.unet.pool_size = 2, 4, 16
@@ -35,7 +36,7 @@ def straight(tmp_path_factory):
     return out, metrics
 
 
-@pytest.mark.parametrize("stage", ["vae", "clip", "classifier", "unet"])
+@pytest.mark.parametrize("stage", ["vae", "vision", "clip", "classifier", "unet"])
 def test_stage_killed_and_resumed_equals_uninterrupted(stage, straight, tmp_path, monkeypatch):
     ref, _ = straight
     c = _toy_scenes()
@@ -103,3 +104,30 @@ def test_assembled_folder(straight):
     assert set(clf.predict(img)[0]) == {"colour", "shape", "style", "size", "position"}
     assert "retrieval_seen_attr_position" in metrics["clip"]
     assert json.loads((out / "config.json").read_text())["world"] == "scenes"
+
+
+def test_clip_stage_locks_the_pre_trained_image_tower(straight):
+    """LiT: the clip stage trains against the vision stage's image transformer without changing it, and the
+    shipped CLIP folder holds exactly that tower (float16)."""
+    from transformers import CLIPModel
+
+    out, metrics = straight
+    assert set(metrics["vision"]) >= {"accuracy_seen_shape", "accuracy_held_out_position", "train_s"}
+    tower = load_file(str(out / "vision.safetensors"))
+    trained = load_file(str(out / "clip.ckpt.safetensors"))
+    vision_keys = [k for k in trained if k.startswith("clip/vision_model.")]
+    assert vision_keys
+    for key in vision_keys:
+        name = key.removeprefix("clip/vision_model.").removeprefix("vision_model.")
+        assert torch.equal(trained[key], tower[name]), key
+    # ...while the text tower and the visual projection did train
+    clip = CLIPModel.from_pretrained(str(out / "clip"), local_files_only=True)
+    for name, value in T._vision_transformer(clip.vision_model).state_dict().items():
+        assert torch.equal(value.half(), tower[name].half()), name
+    fresh = T.build_clip_model(_toy_scenes().clip, SCENES_WORLD, clip.config.text_config.vocab_size, 0, 1)
+    assert not torch.equal(fresh.visual_projection.weight, clip.visual_projection.weight.float())
+
+
+def test_clip_stage_without_its_vision_stage_names_the_fix(tmp_path):
+    with pytest.raises(T.InvalidInputError, match="--stage vision"):
+        T.run(tmp_path, ["clip"], _toy_scenes(), quiet=True)
