@@ -10,7 +10,8 @@ captions (a 75/25 split of the captions, so the probe is judged out of sample; c
            the shapes' centroids in units of the mean within-shape spread (how far apart, not only
            whether separable).
 On builtin:scenes' first run (2026-11-30), EOS state of the last layer: colour, style and position 1.00,
-size 0.84, shape 0.70 (n = 300); on builtin:shapes every attribute 1.00.
+size 0.84, shape 0.70 (n = 300); on builtin:shapes every attribute 1.00; on the second run's encoder (trained
+against a locked, supervised image tower) every attribute 1.00.
 
 Usage: ``python benchmarks/text_attribute_probe.py [--world scenes] [--model FOLDER] [--n 1200] [--layers 0,6,12]``.
 """
