@@ -457,6 +457,7 @@ class Contrastive:
             self.modules = {"clip": build_clip_model(cfg, w, len(tok), tok.bos_token_id, tok.eos_token_id)}
         else:
             raise InvalidInputError(f"clip tower must be cnn or vit (got {cfg.tower!r})")
+        self.image_locked = False  # set by load_image_tower
 
     def load_image_tower(self, path: Path) -> None:
         """Load the vision stage's image transformer (``vision.safetensors``); frozen when ``cfg.lock_image``."""
@@ -470,7 +471,7 @@ class Contrastive:
     def parameters(self) -> list[nn.Parameter]:
         """The trained parameters (without a locked image transformer's)."""
         locked = set()
-        if getattr(self, "image_locked", False):
+        if self.image_locked:
             locked = {id(p) for p in self.modules["clip"].vision_model.parameters()}
         return [p for m in self.modules.values() for p in m.parameters() if id(p) not in locked]
 
@@ -482,7 +483,7 @@ class Contrastive:
         """(B,3,S,S) in [-1,1] -> unit embeddings (B, width)."""
         if "clip" in self.modules:
             clip = self.modules["clip"]
-            with torch.set_grad_enabled(torch.is_grad_enabled() and not getattr(self, "image_locked", False)):
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.image_locked):
                 pooled = clip.vision_model(pixel_values=x).pooler_output
             feats = clip.visual_projection(pooled)
         else:
