@@ -124,6 +124,9 @@ def test_all_stages_smoke(tmp_path):
     from locedit.builtin import builtin_path
 
     assert (folder / "locedit_corpus.txt").read_text() == (builtin_path("shapes") / "locedit_corpus.txt").read_text()
+    assert (folder / "locedit_probes.jsonl").read_text() == (
+        builtin_path("shapes") / "locedit_probes.jsonl"
+    ).read_text()
     # a second run skips finished stages and resumes from their checkpoints
     again = T.run(tmp_path, ["vae", "unet"], c, quiet=True)
     assert again["vae"] == json.loads((tmp_path / "vae.done.json").read_text())

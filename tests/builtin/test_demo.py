@@ -103,3 +103,24 @@ def test_demo_refuses_a_foreign_folder(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "mine"), "--quiet"]) == 2
     assert "not an earlier demo folder" in capsys.readouterr().err
     assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_shipped_default_probes_are_the_generators_and_fit_both_worlds():
+    """builtin:shapes' locedit_probes.jsonl is model_probes_text's (so it cannot drift from shapes_probes), and
+    the probes are captions of the scenes world too, whose assembled folder writes the same records."""
+    from dataclasses import replace
+
+    from locedit.builtin import builtin_path
+    from locedit.builtin.demo import model_probes_text, shapes_probes
+    from locedit.builtin.world import SCENES_WORLD, SHAPES_WORLD
+    from locedit.errors import InvalidInputError
+    from locedit.probes import MODEL_PROBES_FILE, Probe, load_probes
+
+    shipped = builtin_path("shapes") / MODEL_PROBES_FILE
+    assert shipped.read_text() == model_probes_text(SHAPES_WORLD)
+    assert load_probes(shipped) == [Probe(**p) for p in shapes_probes()]
+    scenes = model_probes_text(SCENES_WORLD)
+    assert scenes.splitlines()[1:] == model_probes_text(SHAPES_WORLD).splitlines()[1:]
+    no_purple = replace(SHAPES_WORLD, colours=SHAPES_WORLD.colours[:-1])  # a world the last probe does not fit
+    with pytest.raises(InvalidInputError, match="purple"):
+        model_probes_text(no_purple)

@@ -67,6 +67,7 @@ def test_assembled_folder(straight):
     from transformers import CLIPModel, CLIPTextModel
 
     from locedit.builtin.classifier import ShapesClassifier
+    from locedit.probes import MODEL_PROBES_FILE, load_probes, validate_probes
     from locedit.scorers import make_scorer
 
     out, metrics = straight
@@ -75,6 +76,8 @@ def test_assembled_folder(straight):
     pipe = StableDiffusionPipeline.from_pretrained(str(folder), local_files_only=True)
     pipe.set_progress_bar_config(disable=True)
     assert pipe.tokenizer.model_max_length == 77 and len(pipe.tokenizer) == 512 + c.clip.bpe_merges + 2
+    # the folder's default probes fit its CLIP-BPE tokenizer
+    validate_probes(load_probes(folder / MODEL_PROBES_FILE), [pipe.tokenizer])
     assert pipe.text_encoder.config.num_hidden_layers == c.clip.layers
     assert pipe.unet.config.sample_size == 12 and pipe.vae.config.sample_size == 48
     img = pipe("a large orange heart on the left on a wavy background", num_inference_steps=2, output_type="pt").images

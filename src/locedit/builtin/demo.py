@@ -13,6 +13,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from locedit.builtin.world import World
+from locedit.errors import InvalidInputError
 from locedit.io import atomic_dir, write_json
 from locedit.options import is_int, is_number, option, require
 
@@ -94,6 +96,23 @@ def shapes_probes() -> list[dict]:
             "value": "triangle",
         },
     ]
+
+
+def model_probes_text(w: World) -> str:
+    """A built-in model folder's locedit_probes.jsonl for world `w` (the probes `--probes default` traces on
+    it): a comment line, then every shapes_probes() record as one JSON object per line. Their prompts are
+    captions of both built-in worlds (scenes has every word, template and value of shapes); raises
+    InvalidInputError for a world that lacks a prompt's word or a probe's value."""
+    words, values = set(w.vocabulary()), {*w.shapes, *w.colours, *w.styles}
+    for probe in shapes_probes():
+        missing = [word for word in probe["prompt"].split() if word not in words]
+        if missing or probe["value"] not in values:
+            raise InvalidInputError(
+                f"probe {probe['prompt']!r} does not fit the {w.name} world (unknown: {missing or probe['value']}); "
+                "give the world its own probe list in locedit.builtin.demo"
+            )
+    header = f"# builtin:{w.name} default probes, written by locedit.builtin.demo.model_probes_text\n"
+    return header + "".join(json.dumps(p) + "\n" for p in shapes_probes())
 
 
 def _check_out(out: Path) -> None:

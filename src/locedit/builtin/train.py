@@ -34,6 +34,7 @@ from safetensors.torch import load_file
 from torch import nn
 from tqdm.auto import tqdm
 
+from locedit.builtin.demo import model_probes_text
 from locedit.builtin.tokenizer import MODEL_MAX_LENGTH, write_bpe_tokenizer, write_tokenizer
 from locedit.builtin.world import Record, World, get_world
 from locedit.errors import InvalidInputError
@@ -1021,6 +1022,7 @@ def assemble(out: Path, export: Path, w: World, storage_dtype: str = "float32") 
         shutil.rmtree(tmp / "tokenizer")
         shutil.copytree(out / "tokenizer", tmp / "tokenizer")  # vocab.json + merges.txt for v4 and v5
         (tmp / "locedit_corpus.txt").write_text(corpus_text(w))
+        (tmp / "locedit_probes.jsonl").write_text(model_probes_text(w))  # what `--probes default` traces
         if w.name != "shapes":  # the shapes classifier ships beside the package's code
             shutil.copyfile(out / "classifier.safetensors", tmp / "classifier.safetensors")
         if (out / "clip" / "config.json").exists():

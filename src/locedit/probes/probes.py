@@ -31,6 +31,9 @@ def attribute_name(name: str) -> str:
 
 
 DEFAULT_PROBES = Path(__file__).with_name("default.jsonl")
+# A model folder's own default probes: "default" means this file for a model whose folder holds one (its
+# prompts fit the model's tokenizer and world), DEFAULT_PROBES otherwise; resolved by locedit.trace.probe_file.
+MODEL_PROBES_FILE = "locedit_probes.jsonl"
 
 
 class ProbeFileError(LoceditError, ValueError):
@@ -95,7 +98,8 @@ def _parse(record: object, where: str) -> Probe:
 
 
 def load_probes(source: str | Path) -> list[Probe]:
-    """Probes from a JSONL file, or the shipped set when `source` is "default".
+    """Probes from a JSONL file, or the generic shipped set when `source` is "default" (runs resolve
+    "default" to a model folder's own MODEL_PROBES_FILE first: locedit.trace.probe_file).
 
     Blank lines and lines starting with "#" are skipped. Raises ProbeFileError naming the line.
     """

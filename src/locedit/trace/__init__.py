@@ -20,7 +20,7 @@ from locedit.trace.layers import (
     select_unet_cells,
     unet_layers,
 )
-from locedit.trace.runner import TraceRequest, plan_trace, run_trace
+from locedit.trace.runner import TraceRequest, plan_trace, probe_file, run_trace
 
 __all__ = [
     "TEXT_STATES",
@@ -38,6 +38,7 @@ __all__ = [
     "calibrate_noise",
     "effect",
     "plan_trace",
+    "probe_file",
     "run_trace",
     "select_unet_cells",
     "unet_layers",

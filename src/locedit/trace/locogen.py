@@ -47,7 +47,7 @@ from locedit.scorers import Scorer
 from locedit.trace.engine import GenerationSettings, Tracer, effect
 from locedit.trace.layers import unet_layers
 from locedit.trace.plan import Unit, plan_units
-from locedit.trace.runner import _device, _distributed, parse_seeds, run_sharded
+from locedit.trace.runner import _device, _distributed, parse_seeds, probe_file, run_sharded
 from locedit.trace.store import RunDirError, _csv_value, has_record, prepare_run_dir, save_png, write_record
 
 TARGETS = ("original", "altered")
@@ -332,7 +332,7 @@ def plan_locogen(req: LocoGenRequest, pipe=None, local_rank: int = 0) -> LocoGen
     from locedit.probes import check_altered, load_probes, validate_probes
     from locedit.scorers import check_scorer_spec, make_scorer
 
-    probes = load_probes(req.probes)
+    probes = load_probes(probe_file(req.probes, req.model))
     check_altered(probes)
     check_scorer_spec(req.scorer)
     device = _device(req.device, local_rank)
@@ -356,6 +356,7 @@ def _run_config(req: LocoGenRequest, engine: LocoGen, probes: list[Probe], wins:
         "family": engine.family.name,
         "component": "locogen",
         "probes_source": str(req.probes),
+        "probes_file": str(probe_file(req.probes, req.model).resolve()),  # what "default" resolved to
         "probes": [p.to_dict() for p in probes],
         "seeds": list(req.seeds),
         "layers": None,

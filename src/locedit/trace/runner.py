@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from locedit.errors import InvalidInputError
-from locedit.models.loading import DEFAULT_DEVICE, DEFAULT_DTYPE
+from locedit.models.loading import BUILTIN_PREFIX, DEFAULT_DEVICE, DEFAULT_DTYPE, builtin_path
 from locedit.options import is_int, is_number, option, require, require_choice
 from locedit.trace.engine import GenerationSettings, Tracer, TraceSettings, calibrate_noise
 from locedit.trace.execute import execute
@@ -46,6 +46,20 @@ def parse_noise(text: str | float) -> float | str:
         raise InvalidInputError(f"--noise {text!r} is not a number; give the noise scale (e.g. 3.0) or auto") from None
 
 
+def probe_file(source: str | Path, model: str | Path) -> Path:
+    """The probe file that --probes `source` names for `model` (a folder or builtin:NAME): `source` itself,
+    or for "default" the model folder's own locedit_probes.jsonl when it holds one (prompts that fit the
+    model's tokenizer and world), else locedit's generic set (DEFAULT_PROBES, for real SD models)."""
+    from locedit.probes import DEFAULT_PROBES, MODEL_PROBES_FILE
+
+    if str(source) != "default":
+        return Path(source).expanduser()
+    spec = str(model)
+    folder = builtin_path(spec) if spec.startswith(BUILTIN_PREFIX) else Path(spec).expanduser()
+    own = folder / MODEL_PROBES_FILE
+    return own if own.is_file() else DEFAULT_PROBES
+
+
 def parse_layers(values: list[str] | None) -> list[str] | None:
     """--layers, repeated and/or comma-separated, as one list (None when not given)."""
     if not values:
@@ -61,10 +75,12 @@ class TraceRequest:
 
     model: str  # local diffusers folder or builtin:NAME (CLI: MODEL)
     out: str  # run directory (CLI: --out RUNDIR)
-    # The prompts traced: a JSONL file or the shipped set (src/locedit/probes/default.jsonl).
+    # The prompts traced: a JSONL file or "default": the model folder's locedit_probes.jsonl when it ships one
+    # (builtin:shapes does), else the generic set for real SD models (src/locedit/probes/default.jsonl).
     probes: str = option(
         "default",
-        help="probe JSONL file ({prompt, subject, attribute, value?} per line) or 'default' for the shipped set",
+        help="probe JSONL file ({prompt, subject, attribute, value?} per line) or 'default': the model folder's "
+        "locedit_probes.jsonl if it has one, else the shipped set for SD models",
     )
     # What to trace: UNet layers (restored at every UNet call) or text-encoder states (token × layer).
     component: str = option("unet", help="what to trace", choices=COMPONENTS)
@@ -154,7 +170,7 @@ def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
     from locedit.probes import load_probes, validate_probes
     from locedit.scorers import check_scorer_spec, make_scorer
 
-    probes = load_probes(req.probes)
+    probes = load_probes(probe_file(req.probes, req.model))
     check_scorer_spec(req.scorer)
     stored = _stored_config(Path(req.out), req.resume)
     device = _device(req.device, local_rank)
@@ -238,6 +254,7 @@ def _run_config(
         "family": tracer.family.name,
         "component": req.component,
         "probes_source": str(req.probes),
+        "probes_file": str(probe_file(req.probes, req.model).resolve()),  # what "default" resolved to
         "probes": [p.to_dict() for p in probes],
         "seeds": list(req.seeds),
         "layers": list(req.layers) if req.layers else None,
