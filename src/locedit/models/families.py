@@ -62,12 +62,12 @@ KNOWN_TEXT_ENCODERS = {
 
 def describe_text_encoder(config) -> str:
     """What a text encoder is, from its (transformers CLIPTextConfig) sizes: the released encoder of
-    KNOWN_TEXT_ENCODERS it matches, else its sizes (e.g. the built-in models' 4 layers × width 64)."""
+    KNOWN_TEXT_ENCODERS it matches, else its vocabulary size (`locedit info` prints depth and width beside it)."""
     sizes = (int(config.num_hidden_layers), int(config.hidden_size), int(config.vocab_size))
     known = KNOWN_TEXT_ENCODERS.get(sizes)
     if known:
         return known
-    return f"CLIP-architecture text encoder, {sizes[0]} layers × width {sizes[1]}, vocabulary {sizes[2]:,}"
+    return f"CLIP-architecture text encoder, vocabulary {sizes[2]:,}"
 
 
 # Canonical (transformers 4.x) module paths inside one CLIP text encoder. transformers 5.x drops the
