@@ -15,7 +15,6 @@ Usage: ``python benchmarks/builtin_quality.py [--world shapes|scenes] [--n 200] 
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 
@@ -25,6 +24,7 @@ import torch
 from locedit.builtin import builtin_path
 from locedit.builtin.classifier import ShapesClassifier
 from locedit.builtin.world import Record, World, get_world
+from locedit.io import write_json
 
 #: quality bar per split (issue 10): every attribute at least this accurate
 TARGETS = {"seen": 0.95, "paraphrase": 0.90, "composition": 0.95, "entity": 0.90, "entity/held-out": 0.90}
@@ -137,8 +137,7 @@ def main() -> None:
         print(f"{name:<20}" + "".join(f"{acc[a]:>9.3f}" for a in w.attributes) + f"{acc['n']:>6}{verdict}")
     print(f"generation: {results['seconds_per_image']['value']:.3f} s/image (incl. classification)")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)  # atomic
 
 
 if __name__ == "__main__":

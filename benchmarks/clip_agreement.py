@@ -15,7 +15,6 @@ Usage: ``python benchmarks/clip_agreement.py [--world scenes] [--model FOLDER] [
 from __future__ import annotations
 
 import argparse
-import json
 from dataclasses import replace
 
 import numpy as np
@@ -25,6 +24,7 @@ from locedit.builtin import builtin_path
 from locedit.builtin.classifier import ShapesClassifier
 from locedit.builtin.world import get_world
 from locedit.evaluate.edit_eval import wilson
+from locedit.io import write_json
 from locedit.scorers.clip import ClipScorer
 
 
@@ -102,8 +102,7 @@ def main() -> None:
         print(f"{attr:<10}{cells}{row['spearman_score_vs_proba']:>10.3f}")
     print(f"n = {args.n} per attribute (held-out phrasings, seed {args.seed})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)  # atomic
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ Usage: ``python benchmarks/text_attribute_probe.py [--world scenes] [--model FOL
 from __future__ import annotations
 
 import argparse
-import json
 
 import numpy as np
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 
 from locedit.builtin import builtin_path
 from locedit.builtin.world import Record, World, get_world
+from locedit.io import write_json
 
 
 def captions(w: World, n: int, seed: int) -> tuple[list[str], list[Record]]:
@@ -117,8 +117,7 @@ def main() -> None:
             )
     print(f"n = {len(texts) - n_train} held-out captions ({n_train} fit the probes); chance: shape 1/{len(w.shapes)}")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+        write_json(args.json, results)  # atomic
 
 
 if __name__ == "__main__":
