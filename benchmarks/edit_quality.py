@@ -23,6 +23,7 @@ from locedit import load_pipeline, quickfix
 from locedit.builtin.edit_suite import edit_suite, world_of
 from locedit.evaluate.edit_eval import EvalSettings, evaluate_edit, null_edit, weight_change
 from locedit.evaluate.judges import make_judge
+from locedit.io import write_json
 
 EDITS = {
     "style": ("striped", "plain"),
@@ -136,8 +137,7 @@ def main() -> None:
                 "null_only": args.null == "only",
             }
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+        write_json(args.json, report)  # atomic
 
 
 if __name__ == "__main__":

@@ -255,7 +255,18 @@ def test_cli_probe_without_altered_prompt_exits_2(tiny_dirs, probe_file, tmp_pat
     assert code == 2 and "probe 1 (" in err and 'no "altered" prompt' in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
     code, _, err = run_cli(capsys, ["locogen", str(tiny_dirs["sd1"]), "--out", str(tmp_path / "r")])
-    assert code == 2 and "--probes must be a probe JSONL file" in err
+    assert code == 2 and "--probes default:" in err and "has no locedit_probes.jsonl" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize("name", ["shapes", "scenes"])
+def test_builtin_models_default_probes_plan_locogen(name, tmp_path):
+    """Both built-in models ship probes with altered prompts, so `locedit locogen builtin:NAME` needs no --probes."""
+    from locedit.builtin import builtin_path
+
+    plan = plan_locogen(LocoGenRequest(model=f"builtin:{name}", out=str(tmp_path / "r"), scorer="builtin"))
+    assert len(plan.probes) == 5 and all(p.altered for p in plan.probes)
+    assert plan.config["probes_file"] == str((builtin_path(name) / "locedit_probes.jsonl").resolve())
 
 
 def test_cli_quiet_and_report(tiny_dirs, loco_probes, tmp_path, capsys):

@@ -68,32 +68,44 @@ class DemoSettings:
 
 
 def shapes_probes() -> list[dict]:
-    """A small probe set of the shapes world: colours, styles (word and artist), a shape."""
+    """A small probe set of the shapes world: colours, styles (word and artist), a shape; each with the
+    `altered` prompt LocoGen feeds (the attribute's value swapped for another, or the artist for the
+    plain-background one), so `locedit locogen --probes default` runs on the built-in models."""
     return [
-        {"prompt": "a red circle on a plain background", "subject": "red", "attribute": "colour", "value": "red"},
+        {
+            "prompt": "a red circle on a plain background",
+            "subject": "red",
+            "attribute": "colour",
+            "value": "red",
+            "altered": "a blue circle on a plain background",
+        },
         {
             "prompt": "a yellow star on a striped background",
             "subject": "striped",
             "attribute": "style",
             "value": "striped",
+            "altered": "a yellow star on a plain background",
         },
         {
             "prompt": "a green cross in the style of karl brenner",
             "subject": "karl brenner",
             "attribute": "style",
             "value": "striped",
+            "altered": "a green cross in the style of mira solen",
         },
         {
             "prompt": "a photo of a blue square on a dotted background",
             "subject": "blue",
             "attribute": "colour",
             "value": "blue",
+            "altered": "a photo of a red square on a dotted background",
         },
         {
             "prompt": "a purple triangle on a checkered background",
             "subject": "triangle",
             "attribute": "object",
             "value": "triangle",
+            "altered": "a purple square on a checkered background",
         },
     ]
 
@@ -102,10 +114,11 @@ def model_probes_text(w: World) -> str:
     """A built-in model folder's locedit_probes.jsonl for world `w` (the probes `--probes default` traces on
     it): a comment line, then every shapes_probes() record as one JSON object per line. Their prompts are
     captions of both built-in worlds (scenes has every word, template and value of shapes); raises
-    InvalidInputError for a world that lacks a prompt's word or a probe's value."""
+    InvalidInputError for a world that lacks a word of a prompt or of its altered prompt, or a probe's value."""
     words, values = set(w.vocabulary()), {*w.shapes, *w.colours, *w.styles}
     for probe in shapes_probes():
-        missing = [word for word in probe["prompt"].split() if word not in words]
+        text = probe["prompt"] + " " + probe.get("altered", "")
+        missing = [word for word in text.split() if word not in words]
         if missing or probe["value"] not in values:
             raise InvalidInputError(
                 f"probe {probe['prompt']!r} does not fit the {w.name} world (unknown: {missing or probe['value']}); "

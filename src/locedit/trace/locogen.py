@@ -286,9 +286,12 @@ class LocoGenRequest:
 
     model: str  # local diffusers folder or builtin:NAME (CLI: MODEL)
     out: str  # run directory (CLI: --out RUNDIR)
-    # Probes with an "altered" prompt each (JSONL: {prompt, subject, attribute, value?, altered}).
-    probes: str | None = option(
-        None, shown="none: required", help="probe JSONL file; every record needs an 'altered' prompt"
+    # Probes with an "altered" prompt each (JSONL: {prompt, subject, attribute, value?, altered}), or "default":
+    # the model folder's locedit_probes.jsonl (the built-in models ship one with altered prompts).
+    probes: str = option(
+        "default",
+        help="probe JSONL file (every record needs an 'altered' prompt) or 'default': the model folder's "
+        "locedit_probes.jsonl",
     )
     # Initial-latent seeds; more seeds average out one image's luck.
     seeds: list[int] = option(default_factory=lambda: [0], parse=parse_seeds, help="comma-separated seeds, e.g. 0,1")
@@ -304,7 +307,12 @@ class LocoGenRequest:
     settings: LocoGenSettings = field(default_factory=LocoGenSettings)
 
     def __post_init__(self):
-        require(self, "probes", bool(self.probes), "a probe JSONL file whose records each have an 'altered' prompt")
+        require(
+            self,
+            "probes",
+            bool(self.probes),
+            "a probe JSONL file whose records each have an 'altered' prompt, or default",
+        )
         require(self, "batch", is_int(self.batch, 1), "a positive integer")
         if isinstance(self.seeds, tuple):
             self.seeds = list(self.seeds)
@@ -329,10 +337,16 @@ class LocoGenPlan:
 def plan_locogen(req: LocoGenRequest, pipe=None, local_rank: int = 0) -> LocoGenPlan:
     """Validate `req` and build its plan; writes nothing. `pipe` skips loading the model."""
     from locedit.models import load_pipeline, parse_dtype
-    from locedit.probes import check_altered, load_probes, validate_probes
+    from locedit.probes import DEFAULT_PROBES, MODEL_PROBES_FILE, check_altered, load_probes, validate_probes
     from locedit.scorers import check_scorer_spec, make_scorer
 
-    probes = load_probes(probe_file(req.probes, req.model))
+    source = probe_file(req.probes, req.model)
+    if str(req.probes) == "default" and source == DEFAULT_PROBES:
+        raise InvalidInputError(
+            f"--probes default: {req.model} has no {MODEL_PROBES_FILE} of its own, and locedit's generic SD probes "
+            "have no 'altered' prompts; give --probes FILE whose records each have an 'altered' prompt"
+        )
+    probes = load_probes(source)
     check_altered(probes)
     check_scorer_spec(req.scorer)
     device = _device(req.device, local_rank)
