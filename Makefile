@@ -38,7 +38,8 @@ $(COMPAT)/bin/.installed: pyproject.toml
 test-compat: $(COMPAT)/bin/.installed
 	$(COMPAT)/bin/python -c "import transformers; print('transformers', transformers.__version__)"
 	$(COMPAT)/bin/python -m pytest tests/models tests/edit tests/test_cli.py tests/builtin/test_builtin_model.py \
-		tests/builtin/test_scenes_train.py tests/builtin/test_scenes_world.py tests/builtin/test_builtin_plugins.py
+		tests/builtin/test_scenes_train.py tests/builtin/test_scenes_world.py tests/builtin/test_scenes_model.py \
+		tests/builtin/test_builtin_plugins.py
 
 # Debian's headless Chromium for tests/report/test_html_browser.py (root and apt-get; the test skips without it).
 browser:
