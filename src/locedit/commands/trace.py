@@ -7,7 +7,7 @@ import json
 
 from locedit.commands.common import add_model_args, add_options, settings_from_args
 from locedit.trace.engine import GenerationSettings, TraceSettings
-from locedit.trace.runner import TraceRequest, probe_file
+from locedit.trace.runner import TraceRequest
 
 
 def register(sub) -> None:
@@ -51,8 +51,8 @@ def run_trace_cmd(args: argparse.Namespace) -> int:
         destroyed = sum(b["destroyed"] == "1" for b in baselines)
         print(f"results: {path}")
         if request.probes == "default":  # which set "default" meant: the model folder's own or the generic one
-            count = len(json.loads((path.parent / "config.json").read_text())["probes"])
-            print(f"probes: default = {probe_file(request.probes, request.model)} ({count} probes)")
+            config = json.loads((path.parent / "config.json").read_text())
+            print(f"probes: default = {config['probes_file']} ({len(config['probes'])} probes)")
         print(
             f"corruption (noise {baselines[0]['noise'] if baselines else '?'}) destroyed the attribute in {destroyed} "
             f"of {len(baselines)} (prompt, seed) pairs; the others are flagged in baselines.csv and left out of "

@@ -357,11 +357,13 @@ def plan_locogen(req: LocoGenRequest, pipe=None, local_rank: int = 0) -> LocoGen
     wins = engine.windows()
     validate_probes(probes, [h.tokenizer for h in engine.tracer.handles])
     units = plan_units(probes, req.seeds, lambda pi: wins, req.batch)
-    config = _run_config(req, engine, probes, wins, units)
+    config = _run_config(req, engine, source, probes, wins, units)
     return LocoGenPlan(request=req, engine=engine, probes=probes, windows=wins, units=units, config=config)
 
 
-def _run_config(req: LocoGenRequest, engine: LocoGen, probes: list[Probe], wins: list[Window], units) -> dict:
+def _run_config(
+    req: LocoGenRequest, engine: LocoGen, source: Path, probes: list[Probe], wins: list[Window], units
+) -> dict:
     """config.json of a LocoGen run: store.RUN_KEYS (those that apply) and LOCOGEN_KEYS."""
     s = req.settings
     return {
@@ -370,7 +372,7 @@ def _run_config(req: LocoGenRequest, engine: LocoGen, probes: list[Probe], wins:
         "family": engine.family.name,
         "component": "locogen",
         "probes_source": str(req.probes),
-        "probes_file": str(probe_file(req.probes, req.model).resolve()),  # what "default" resolved to
+        "probes_file": str(source.resolve()),  # what "default" resolved to
         "probes": [p.to_dict() for p in probes],
         "seeds": list(req.seeds),
         "layers": None,

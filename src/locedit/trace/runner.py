@@ -170,7 +170,8 @@ def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
     from locedit.probes import load_probes, validate_probes
     from locedit.scorers import check_scorer_spec, make_scorer
 
-    probes = load_probes(probe_file(req.probes, req.model))
+    source = probe_file(req.probes, req.model)  # resolved once: loaded here, recorded in config.json
+    probes = load_probes(source)
     check_scorer_spec(req.scorer)
     stored = _stored_config(Path(req.out), req.resume)
     device = _device(req.device, local_rank)
@@ -182,7 +183,9 @@ def plan_trace(req: TraceRequest, pipe=None, local_rank: int = 0) -> TracePlan:
     validate_probes(probes, [h.tokenizer for h in tracer.handles])
     units = _plan_units(req, tracer, probes, cells, states)
     noise, fraction = _noise_scale(req, tracer, probes, stored)
-    config = _run_config(req, tracer, probes, units, noise, fraction) | {"traced": _traced(tracer, cells, states)}
+    config = _run_config(req, tracer, source, probes, units, noise, fraction) | {
+        "traced": _traced(tracer, cells, states)
+    }
     return TracePlan(request=req, tracer=tracer, probes=probes, units=units, config=config, noise=noise)
 
 
@@ -244,7 +247,13 @@ def _noise_scale(req: TraceRequest, tracer: Tracer, probes: list, stored: dict |
 
 
 def _run_config(
-    req: TraceRequest, tracer: Tracer, probes: list, units: list[Unit], noise: float, fraction: float | None
+    req: TraceRequest,
+    tracer: Tracer,
+    source: Path,
+    probes: list,
+    units: list[Unit],
+    noise: float,
+    fraction: float | None,
 ) -> dict:
     """config.json of the run (without "traced"): everything that defines it (store.RUN_KEYS) and
     what it measured on the way (noise scale, embedding stds, token strings, subject spans)."""
@@ -254,7 +263,7 @@ def _run_config(
         "family": tracer.family.name,
         "component": req.component,
         "probes_source": str(req.probes),
-        "probes_file": str(probe_file(req.probes, req.model).resolve()),  # what "default" resolved to
+        "probes_file": str(source.resolve()),  # what "default" resolved to
         "probes": [p.to_dict() for p in probes],
         "seeds": list(req.seeds),
         "layers": list(req.layers) if req.layers else None,
