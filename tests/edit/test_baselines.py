@@ -4,6 +4,8 @@ the CLI's --method flags."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 import torch
 
@@ -109,6 +111,34 @@ def test_snapshots_equal_shorter_runs(load_tiny, method):
         assert snap.meta["settings"] == short.meta["settings"] and snap.meta["settings"]["steps"] == k
         assert 0 < snap.meta["seconds"] < full.meta["seconds"]
     assert any(not torch.equal(got[2].after[n], full.after[n]) for n in full.names)
+
+
+@pytest.mark.parametrize("method", ["esd", "ablate"])
+def test_a_snapshot_can_end_the_training(load_tiny, method):
+    """on_snapshot returning True ends the run there: the returned edit is the k-step one, and time
+    spent in on_snapshot is not counted in its seconds."""
+    pipe = load_tiny("sd1")
+
+    def run(steps: int, **kw) -> Edit:
+        if method == "esd":
+            return esd(pipe, "van gogh", "x", settings=FAST_ESD, steps=steps, lr=1e-3, progress=False, **kw)
+        return ablate(pipe, "van gogh", "painting", settings=FAST_ABLATE, steps=steps, lr=1e-2, progress=False, **kw)
+
+    seen = []
+
+    def slow_stop(k: int, edit: Edit) -> bool:
+        seen.append(k)
+        time.sleep(0.3)
+        return k == 3
+
+    t0 = time.perf_counter()
+    stopped = run(8, snapshots=(1, 3, 6), on_snapshot=slow_stop)
+    wall = time.perf_counter() - t0
+    assert seen == [1, 3]  # nothing after the stop
+    short = run(3)
+    assert stopped.meta["settings"]["steps"] == 3 and stopped.meta["stats"]["loss"] == short.meta["stats"]["loss"]
+    assert all(torch.equal(stopped.after[n], short.after[n]) for n in short.names)
+    assert stopped.meta["seconds"] <= wall - 0.6  # the time in on_snapshot (two 0.3 s sleeps) is left out
 
 
 @pytest.mark.parametrize("variant", ["kv", "full"])

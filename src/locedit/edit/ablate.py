@@ -27,6 +27,7 @@ from locedit.edit.edit import Edit
 from locedit.edit.quickfix import DEFAULT_TEMPLATES, check_templates, read_templates
 from locedit.edit.targets import cross_attention_projections, unet_name
 from locedit.edit.unet_tuning import (
+    SnapshotHook,
     check_training,
     ddpm_scheduler,
     encode,
@@ -36,7 +37,6 @@ from locedit.edit.unet_tuning import (
     parameter_names,
     predict,
     settings_dict,
-    snapshot_callback,
     trainable_copy,
     unet_edit,
 )
@@ -159,13 +159,14 @@ def ablate(
     seed: int | None = None,
     progress: bool = True,
     snapshots: Sequence[int] = (),
-    on_snapshot: Callable[[int, Edit], None] | None = None,
+    on_snapshot: Callable[[int, Edit], bool | None] | None = None,
 ) -> Edit:
     """Ablate `concept` onto `anchor` (e.g. "van gogh" → "painting") with Concept Ablation-`variant`.
 
     `pipe` is left untouched. steps, lr, seed override the fields of `settings` (see AblateSettings);
     `progress` shows bars over the anchor generation and the training steps. on_snapshot(k, edit)
-    receives, for every k in `snapshots`, the Edit that a run of k steps returns.
+    receives, for every k in `snapshots`, the Edit that a run of k steps returns; when it returns
+    True, training ends at k and the Edit of k steps is returned.
 
     Returns:
         An Edit of the trained UNet tensors that changed, with meta method "ablate-kv"/"ablate-full",
@@ -227,6 +228,7 @@ def ablate(
             "stats": {**loss_summary(losses), "trained_tensors": len(names)},
         }
 
+    hook = SnapshotHook(pipe, trained, names, meta, start, snapshots, on_snapshot)
     losses = optimise(
         params,
         loss_fn,
@@ -236,6 +238,6 @@ def ablate(
         max_grad_norm=cfg.max_grad_norm,
         progress=progress,
         desc=f"ablate-{variant}",
-        on_step=snapshot_callback(pipe, trained, names, meta, start, snapshots, on_snapshot),
+        on_step=hook,
     )
-    return unet_edit(pipe, trained, names, meta(losses), start)
+    return unet_edit(pipe, trained, names, meta(losses), start + hook.overhead)

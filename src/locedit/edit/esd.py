@@ -30,6 +30,7 @@ import torch
 
 from locedit.edit.edit import Edit
 from locedit.edit.unet_tuning import (
+    SnapshotHook,
     check_training,
     ddim_scheduler,
     denoise,
@@ -40,7 +41,6 @@ from locedit.edit.unet_tuning import (
     parameter_names,
     predict,
     settings_dict,
-    snapshot_callback,
     trainable_copy,
     unet_edit,
 )
@@ -110,7 +110,7 @@ def esd(
     seed: int | None = None,
     progress: bool = True,
     snapshots: Sequence[int] = (),
-    on_snapshot: Callable[[int, Edit], None] | None = None,
+    on_snapshot: Callable[[int, Edit], bool | None] | None = None,
 ) -> Edit:
     """Erase `concept` from the UNet with ESD-`variant` ("x" or "u"); `pipe` is left untouched.
 
@@ -121,6 +121,7 @@ def esd(
         progress: show a progress bar over the training steps.
         snapshots, on_snapshot: on_snapshot(k, edit) receives, for every k in `snapshots`, the Edit
             that a run of k steps returns (the same tensors; one training run serves a sweep of steps).
+            When it returns True, training ends at k and the Edit of k steps is returned.
 
     Returns:
         An Edit of the trained UNet tensors that changed (in the pipeline's dtype), with meta
@@ -164,6 +165,6 @@ def esd(
             "stats": {**loss_summary(losses), "trained_tensors": len(names)},
         }
 
-    on_step = snapshot_callback(pipe, trained, names, meta, start, snapshots, on_snapshot)
-    losses = optimise(params, loss_fn, cfg.steps, cfg.lr, progress=progress, desc=f"esd-{variant}", on_step=on_step)
-    return unet_edit(pipe, trained, names, meta(losses), start)
+    hook = SnapshotHook(pipe, trained, names, meta, start, snapshots, on_snapshot)
+    losses = optimise(params, loss_fn, cfg.steps, cfg.lr, progress=progress, desc=f"esd-{variant}", on_step=hook)
+    return unet_edit(pipe, trained, names, meta(losses), start + hook.overhead)

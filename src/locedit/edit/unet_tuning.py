@@ -177,12 +177,13 @@ def optimise(
     max_grad_norm: float | None = None,
     progress: bool = True,
     desc: str = "train",
-    on_step: Callable[[int, list[float]], None] | None = None,
+    on_step: Callable[[int, list[float]], bool | None] | None = None,
 ) -> list[float]:
     """Run `steps` Adam(W) steps on `params` minimising loss_fn(step); returns the loss of every step.
 
     weight_decay > 0 uses AdamW (decoupled decay); max_grad_norm clips the gradients' global norm.
-    on_step(steps done, losses so far), if given, is called after every optimiser step.
+    on_step(steps done, losses so far), if given, is called after every optimiser step; when it
+    returns True the run ends there (the returned list is then shorter than `steps`).
     """
     from tqdm.auto import tqdm
 
@@ -202,8 +203,8 @@ def optimise(
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4g}")
             bar.update(1)
-            if on_step is not None:
-                on_step(step + 1, losses)
+            if on_step is not None and on_step(step + 1, losses):
+                break
     return losses
 
 
@@ -230,33 +231,39 @@ def settings_dict(settings) -> dict:
     return out
 
 
-def snapshot_callback(
-    pipe,
-    trained: torch.nn.Module,
-    names: list[str],
-    meta: Callable[[list[float]], dict],
-    start: float,
-    snapshots: Sequence[int],
-    on_snapshot: Callable[[int, Edit], None] | None,
-) -> Callable[[int, list[float]], None] | None:
+class SnapshotHook:
     """An `optimise` on_step callback that hands on_snapshot(k, edit) the Edit of the weights after k
-    steps, for every k in `snapshots` (meta(losses so far) gives its meta). Its "seconds" count from
-    `start`, less the time spent on earlier snapshots: the time a run of k steps takes. None when
-    there is nothing to call."""
-    wanted = set(snapshots)
-    if on_snapshot is None or not wanted:
-        return None
-    overhead = 0.0
+    steps, for every k in `snapshots` (meta(losses so far) gives its meta). on_snapshot may return
+    True to end the training at k (a sweep that found what it looked for).
 
-    def on_step(done: int, losses: list[float]) -> None:
-        nonlocal overhead
-        if done in wanted:
-            t0 = time.perf_counter()
-            edit = unet_edit(pipe, trained, names, meta(list(losses)), start + overhead)
-            overhead += time.perf_counter() - t0
-            on_snapshot(done, edit)
+    Time spent here (building the snapshot edits and in on_snapshot) is kept in `overhead` and left
+    out of every "seconds": a snapshot's seconds, and the final edit's when built with
+    start + overhead, are the time a run of that many steps takes.
+    """
 
-    return on_step
+    def __init__(
+        self,
+        pipe,
+        trained: torch.nn.Module,
+        names: list[str],
+        meta: Callable[[list[float]], dict],
+        start: float,
+        snapshots: Sequence[int],
+        on_snapshot: Callable[[int, Edit], bool | None] | None,
+    ):
+        self.pipe, self.trained, self.names, self.meta, self.start = pipe, trained, names, meta, start
+        self.wanted = set(snapshots) if on_snapshot is not None else set()
+        self.on_snapshot = on_snapshot
+        self.overhead = 0.0
+
+    def __call__(self, done: int, losses: list[float]) -> bool:
+        if done not in self.wanted:
+            return False
+        t0 = time.perf_counter()
+        edit = unet_edit(self.pipe, self.trained, self.names, self.meta(list(losses)), self.start + self.overhead)
+        stop = self.on_snapshot(done, edit) is True  # only True ends it, not any truthy value a lambda returns
+        self.overhead += time.perf_counter() - t0
+        return stop
 
 
 @torch.no_grad()
