@@ -8,12 +8,16 @@ For each use (style = an artist, object = a shape, fact = an entity, colour) and
 - "default": the method at its documented defaults (QuickFixConfig, UCESettings, ESDSettings,
   AblateSettings), judged on the `test` split of the built-in edit suite (every group, n prompts
   each, fixed seeds), with the null control (a random ΔW of the edit's norm on the same tensors).
-- "matched": the fine-tuning methods at matched efficacy. One training run of the default length
-  hands out snapshots at fractions of it (esd()/ablate() `snapshots`); each is judged on a *dev*
-  suite (the dev split's phrasings, other seeds: efficacy and generality items only), and the first
-  whose dev removal rate reaches DIFF-QUICKFIX's dev removal rate is judged on the test suite. The
-  choice never sees the test suite. Closed-form methods have no such knob: their matched row is
-  their default row.
+- "matched": the fine-tuning methods at matched efficacy. A training run hands out snapshots at
+  fractions of the default length (esd()/ablate() `snapshots`); each is judged on a *dev* suite (the
+  dev split's phrasings, other seeds: efficacy and generality items only), and the first whose dev
+  removal rate reaches DIFF-QUICKFIX's, less --match-tolerance (0.05: 2 of 40 dev prompts at --n 20),
+  is judged on the test suite. The learning rates of --ft-lr-scales are tried in turn, from the
+  default (×1) up, until one reaches it (that run stops at the snapshot): the papers' rates are for
+  SD's 860M-parameter UNet and may not move a small one. A rate that never reaches it is judged at
+  its full length too (setting "lr10" etc.: the trade-off at that rate). Never reached: the matched
+  row repeats the full-length run that came closest on dev, with reached = False. The choice never
+  sees the test suite. Closed-form methods have no such knob: their matched row is their default row.
 - drift: KID (torchmetrics, polynomial kernel) between the unedited and the edited model's images of
   the specificity items (prompts that do not name the concept), in the feature space of the
   built-in classifier (its 128-d penultimate layer), with the null control's KID beside it.
@@ -24,11 +28,13 @@ For each use (style = an artist, object = a shape, fact = an entity, colour) and
   a ratio may compare times from two processes: the machine's load then matters (the run's log says).
 
 Writes OUT/comparison.csv (use, method, setting, group, rate, lo, hi, n, edit_s, speedup, drift,
-drift_std, null_rate, null_lo, null_hi, null_drift), OUT/comparison.json (the settings; the
-numbers are the CSV), OUT/cells/*.json (one per judged cell: a killed run resumes from them) and PNG plots.
+drift_std, null_rate, null_lo, null_hi, null_drift, lr_scale, train_steps, reached),
+OUT/comparison.json (the settings; the numbers are the CSV), OUT/cells/*.json (one per judged cell
+and one sweep record per method and learning rate: a killed run resumes from them) and PNG plots.
 
     python benchmarks/compare_methods.py --out runs/compare                      # everything (hours on a CPU)
     python benchmarks/compare_methods.py --out runs/compare --uses style,fact --n 40
+    python benchmarks/compare_methods.py --out runs/compare --methods quickfix,esd-x,ablate --ft-lr-scales 1,10,100
     python benchmarks/compare_methods.py --out runs/smoke --methods quickfix,uce,esd-x --steps-scale 0.02 --n 8
 """
 
@@ -84,6 +90,9 @@ COLUMNS = (
     "null_lo",
     "null_hi",
     "null_drift",
+    "lr_scale",
+    "train_steps",
+    "reached",
 )
 
 
@@ -114,13 +123,18 @@ def kid(features: ClassifierFeatures, before: torch.Tensor, after: torch.Tensor)
     return float(mean), float(std)
 
 
-# Learning rate of the fine-tuning methods = their default × this (--ft-lr-scale: the paper's rates are
-# for SD's 860M-parameter UNet; a small model may need larger ones).
-LR_SCALE = [1.0]
-
-
-def run_method(pipe, method: str, key: str, value: str, scale: float, snapshots: list[int] | None, on_snapshot):
-    """The method's default edit (steps × scale for the fine-tuning ones); snapshots go to on_snapshot."""
+def run_method(
+    pipe,
+    method: str,
+    key: str,
+    value: str,
+    scale: float,
+    snapshots: list[int] | None,
+    on_snapshot,
+    lr_scale: float = 1.0,
+):
+    """The method's default edit (fine-tuning ones: steps × scale, learning rate × lr_scale); snapshots go
+    to on_snapshot, which may end the training by returning True."""
     kw = dict(snapshots=snapshots or (), on_snapshot=on_snapshot)
     if method == "quickfix":
         forget_moments()  # cold: as a fresh process (the disk cache stays)
@@ -132,10 +146,10 @@ def run_method(pipe, method: str, key: str, value: str, scale: float, snapshots:
         return locoedit(pipe, [(key, value)], layers)
     if method in ("esd-x", "esd-u"):
         steps = max(1, round(ESDSettings().steps * scale))
-        return esd(pipe, key, method[-1], steps=steps, lr=ESDSettings().lr * LR_SCALE[0], progress=True, **kw)
+        return esd(pipe, key, method[-1], steps=steps, lr=ESDSettings().lr * lr_scale, progress=True, **kw)
     steps = max(1, round(AblateSettings().steps * scale))
     variant = "full" if method == "ablate-full" else "kv"
-    return ablate(pipe, key, value, variant, steps=steps, lr=AblateSettings().lr * LR_SCALE[0], progress=True, **kw)
+    return ablate(pipe, key, value, variant, steps=steps, lr=AblateSettings().lr * lr_scale, progress=True, **kw)
 
 
 def default_steps(method: str, scale: float) -> int:
@@ -156,8 +170,20 @@ def removal(report: EvalReport) -> float:
     return k / n if n else float("nan")
 
 
-def cell_rows(use: str, method: str, setting: str, report: EvalReport, edit_s: float, drift, null_drift) -> list[dict]:
+def training_columns(method: str, meta: dict) -> dict:
+    """lr_scale (learning rate ÷ the method's default) and train_steps of a fine-tuning edit's meta;
+    empty for the closed forms."""
+    if method not in FINE_TUNING or "settings" not in meta:
+        return {"lr_scale": "", "train_steps": ""}
+    default_lr = (ESDSettings() if method.startswith("esd") else AblateSettings()).lr
+    return {"lr_scale": round(meta["settings"]["lr"] / default_lr, 6), "train_steps": meta["settings"]["steps"]}
+
+
+def cell_rows(
+    use: str, method: str, setting: str, report: EvalReport, meta: dict, drift, null_drift, reached=""
+) -> list[dict]:
     rows = []
+    training = training_columns(method, meta)
     for row in report.rows():
         group = row["group"] if row["metric"] in ("removed", "kept") else f"{row['group']}:{row['metric']}"
         rows.append(
@@ -170,7 +196,7 @@ def cell_rows(use: str, method: str, setting: str, report: EvalReport, edit_s: f
                 "lo": row["lo"],
                 "hi": row["hi"],
                 "n": row["n"],
-                "edit_s": edit_s,
+                "edit_s": meta["seconds"],
                 "speedup": None,
                 "drift": drift[0],
                 "drift_std": drift[1],
@@ -178,6 +204,8 @@ def cell_rows(use: str, method: str, setting: str, report: EvalReport, edit_s: f
                 "null_lo": row.get("null_lo"),
                 "null_hi": row.get("null_hi"),
                 "null_drift": null_drift[0] if null_drift else None,
+                **training,
+                "reached": reached,
             }
         )
     return rows
@@ -201,6 +229,7 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
     qf_report = evaluate_edit(pipe, qf, test, judge, settings)  # its before images serve every method
     before_dev = evaluate_edit(pipe, qf, dev, judge, EvalSettings(steps=args.steps, null=False))
     target = removal(before_dev)  # DIFF-QUICKFIX's dev removal rate (before_dev's "after" is quickfix's)
+    threshold = round(target - args.match_tolerance, 6)  # matched efficacy: dev removal at least this
     spec = [i for i, it in enumerate(test) if it.group in SPECIFICITY_GROUPS]
 
     def cell_file(method: str, setting: str) -> Path:
@@ -211,13 +240,20 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
     if cell_file("quickfix", "default").exists():
         stored = json.loads(cell_file("quickfix", "default").read_text())["rows"][0]["edit_s"]
         timing = f"DIFF-QUICKFIX {stored:.3f} s (stored with the cells; this process's run {qf.meta['seconds']:.3f} s)"
-    print(f"\n## {use}: {key!r} -> {value!r}; {timing}, dev removal {target:.2f}")
+    print(
+        f"\n## {use}: {key!r} -> {value!r}; {timing}, dev removal {target:.2f} (matched: >= {threshold:.3f})",
+        flush=True,
+    )
 
-    def judge_cell(method: str, setting: str, edit, report: EvalReport | None = None) -> list[dict]:
-        """Judge `edit` on the test suite (or take the stored cell), add its rows, return them."""
-        cell = cell_file(method, setting)
+    def judge_cell(
+        method: str, setting: str, edit, report: EvalReport | None = None, reached="", name: str | None = None
+    ) -> list[dict]:
+        """Judge `edit` on the test suite (or take the stored cell `name`, default `setting`), add its
+        rows, return them."""
+        cell = cell_file(method, name or setting)
         if cell.exists():
-            found = json.loads(cell.read_text())["rows"]
+            stored = json.loads(cell.read_text())
+            found = [{**training_columns(method, stored.get("meta", {})), "reached": "", **r} for r in stored["rows"]]
             rows.extend(found)
             return found
         leaked = overlap(test, edit.meta.get("fit_captions", ()))
@@ -228,7 +264,7 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
         b = report.images["before"][spec]
         drift = kid(features, b, report.images["after"][spec])
         null_drift = kid(features, b, report.images["null"][spec]) if "null" in report.images else None
-        found = cell_rows(use, method, setting, report, edit.meta["seconds"], drift, null_drift)
+        found = cell_rows(use, method, setting, report, edit.meta, drift, null_drift, reached)
         write_json(cell, {"rows": found, "meta": {k: v for k, v in edit.meta.items() if k != "stats"}})
         rows.extend(found)
         rate = {r["group"]: r["rate"] for r in found}
@@ -242,6 +278,59 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
         )
         return found
 
+    def dev_removal(edit) -> float:
+        report = evaluate_edit(pipe, edit, dev, judge, EvalSettings(steps=args.steps, null=False), baseline=before_dev)
+        return removal(report)
+
+    def sweep_at(method: str, lr_scale: float) -> dict:
+        """Train `method` at lr × lr_scale with snapshots, each judged on the dev suite. The default
+        learning rate trains its whole length (the default cell needs it); a larger one stops at the
+        first snapshot that reaches the target. Writes the cells it judges (their rows are added by
+        the caller, from the files), then the sweep record."""
+        record_file = cell_file(method, f"sweep-lr{lr_scale:g}")
+        if record_file.exists():
+            record = json.loads(record_file.read_text())
+            if record.get("threshold") == threshold:  # else: swept under another --match-tolerance; again
+                return record
+        total = default_steps(method, args.steps_scale)
+        points = sorted({max(1, round(total * f)) for f in SNAPSHOT_FRACTIONS} - {total})
+        log, first = [], {}
+
+        def on_snapshot(k: int, snap) -> bool:
+            if first:  # matched already (default learning rate: the run goes on for the default cell)
+                return False
+            log.append({"steps": k, "dev_removal": dev_removal(snap), "edit_s": snap.meta["seconds"]})
+            if log[-1]["dev_removal"] >= threshold:
+                first.update(steps=k, edit=snap)
+                return lr_scale != 1.0
+            return False
+
+        t0 = time.perf_counter()
+        edit = run_method(pipe, method, key, value, args.steps_scale, points, on_snapshot, lr_scale=lr_scale)
+        print(
+            f"  {method} lr x{lr_scale:g}: trained {edit.meta['settings']['steps']} steps in "
+            f"{time.perf_counter() - t0:.0f} s (incl. dev judging)",
+            flush=True,
+        )
+        if not first and not (log and log[-1]["steps"] == edit.meta["settings"]["steps"]):
+            on_snapshot(edit.meta["settings"]["steps"], edit)  # the final point is not a snapshot
+        by_steps = [(e["steps"], round(e["dev_removal"], 2)) for e in log]
+        print(f"  {method} lr x{lr_scale:g}: dev removal by steps {by_steps}", flush=True)
+        record = {"lr_scale": lr_scale, "target": target, "threshold": threshold, "sweep": log, "reached": bool(first)}
+        full = "default" if lr_scale == 1.0 else f"lr{lr_scale:g}"
+        at_end = first.get("edit") is edit  # reached at the run's last step: the matched cell is the full run's
+        mark = len(rows)
+        if lr_scale == 1.0 or not first or at_end:
+            judge_cell(method, full, edit)  # the full-length run: the default, or the trade-off at this rate
+            record["full_cell"] = full
+        if first and not at_end:  # one file per rate: a later search with more rates cannot read another's
+            judge_cell(method, "matched", first["edit"], reached=True, name=f"matched-lr{lr_scale:g}")
+        if first:
+            record["matched_cell"] = full if at_end else f"matched-lr{lr_scale:g}"
+        del rows[mark:]  # the caller reads every run's cells back
+        write_json(record_file, record)
+        return record
+
     for method in methods:
         if method == "quickfix":
             judge_cell(method, "default", qf, qf_report)
@@ -249,45 +338,33 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
         if method in ("uce", "locoedit"):  # closed forms: no step count to match efficacy with
             judge_cell(method, "default", run_method(pipe, method, key, value, 1.0, None, None))
             continue
-        settings_wanted = ("default",) if args.no_matched else ("default", "matched")
-        if all(cell_file(method, s).exists() for s in settings_wanted):
-            for s in settings_wanted:
-                judge_cell(method, s, None)
-            continue
-        total = default_steps(method, args.steps_scale)
-        points = sorted({max(1, round(total * f)) for f in SNAPSHOT_FRACTIONS} - {total})
-        sweep: list = []
-        t0 = time.perf_counter()
-        edit = run_method(
-            pipe,
-            method,
-            key,
-            value,
-            args.steps_scale,
-            None if args.no_matched else points,
-            lambda k, snap, sweep=sweep: sweep.append((k, snap)),
-        )
-        print(f"  {method}: trained {total} steps in {time.perf_counter() - t0:.0f} s", flush=True)
-        default_rows = judge_cell(method, "default", edit)
         if args.no_matched:
-            continue
-        sweep_log, matched = [], None
-        for k, snap in [*sweep, (total, edit)]:
-            dev_report = evaluate_edit(
-                pipe, snap, dev, judge, EvalSettings(steps=args.steps, null=False), baseline=before_dev
+            stored = cell_file(method, "default").exists()
+            judge_cell(
+                method,
+                "default",
+                None if stored else run_method(pipe, method, key, value, args.steps_scale, None, None),
             )
-            sweep_log.append({"steps": k, "dev_removal": removal(dev_report), "edit_s": snap.meta["seconds"]})
-            if sweep_log[-1]["dev_removal"] >= target:
-                matched = (k, snap)
+            continue
+        # matched efficacy: the smallest learning rate, then the fewest steps, whose dev removal reaches the target
+        records = []
+        for lr_scale in args.ft_lr_scales:
+            records.append(sweep_at(method, lr_scale))
+            if records[-1]["reached"]:
                 break
-        write_json(cell_file(method, "sweep"), {"target": target, "sweep": sweep_log, "reached": bool(matched)})
-        print(f"  {method}: dev removal by steps {[(s['steps'], round(s['dev_removal'], 2)) for s in sweep_log]}")
-        if matched is None or matched[0] == total:  # the default run is the matched one (or the closest)
-            same = [{**r, "setting": "matched"} for r in default_rows]
-            write_json(cell_file(method, "matched"), {"rows": same, "meta": {"same_as": "default"}})
-            rows.extend(same)
-        else:
-            judge_cell(method, "matched", matched[1])
+        for r in records:  # the full-length runs' cells
+            if r.get("full_cell"):
+                judge_cell(method, r["full_cell"], None)
+        last = records[-1]
+        if last["reached"] and last["matched_cell"] != last.get("full_cell"):
+            judge_cell(method, "matched", None, name=last["matched_cell"])
+            continue
+        # matched at a run's full length, or never reached: the matched row repeats the full-length run
+        # that came closest on dev (the last one when reached)
+        best = last if last["reached"] else max(records, key=lambda r: r["sweep"][-1]["dev_removal"])
+        source = [x for x in rows if x["method"] == method and x["setting"] == best["full_cell"]]
+        rows.extend({**x, "setting": "matched", "reached": last["reached"]} for x in source)
+
     # speed-up against the DIFF-QUICKFIX time stored with these cells (a resumed run keeps its cells' times)
     reference_s = next(r["edit_s"] for r in rows if r["method"] == "quickfix" and r["setting"] == "default")
     for row in rows:
@@ -312,11 +389,26 @@ def main() -> None:
         help='LocoEdit layers per concept from a LocoGen run, JSON {"red": [4], ...} (default: every layer)',
     )
     parser.add_argument(
-        "--ft-lr-scale", type=float, default=1.0, help="learning rate of the fine-tuning methods × this"
+        "--ft-lr-scales",
+        default="1",
+        help="learning-rate multipliers the matched-efficacy search tries in turn, e.g. 1,10,100 "
+        "(the default cell is always at ×1: the papers' rates are for SD's 860M-parameter UNet)",
+    )
+    parser.add_argument(
+        "--match-tolerance",
+        type=float,
+        default=0.05,
+        help="matched efficacy: dev removal >= DIFF-QUICKFIX's minus this (0.05: 2 of 40 dev prompts)",
     )
     parser.add_argument("--no-matched", action="store_true", help="skip the matched-efficacy sweep")
     args = parser.parse_args()
-    LR_SCALE[0] = args.ft_lr_scale
+    try:
+        scales = sorted({1.0, *(float(x) for x in args.ft_lr_scales.split(",") if x.strip())})
+    except ValueError:
+        parser.error(f"--ft-lr-scales {args.ft_lr_scales!r}: give positive numbers separated by commas, e.g. 1,10,100")
+    if scales[0] <= 0:
+        parser.error(f"--ft-lr-scales {args.ft_lr_scales!r}: every multiplier must be > 0")
+    args.ft_lr_scales = scales
     if args.loco_layers:
         LOCO_LAYERS.update(json.loads(args.loco_layers))
     torch.manual_seed(0)
@@ -338,11 +430,14 @@ def main() -> None:
         "n_per_group": args.n,
         "denoising_steps": args.steps,
         "steps_scale": args.steps_scale,
-        "ft_lr_scale": args.ft_lr_scale,
+        "ft_lr_scales": args.ft_lr_scales,
         "uses": {u: list(USES[u]) for u in uses},
         "methods": methods,
         "locoedit_layers": LOCO_LAYERS or "every cross-attention layer",
-        "matched_rule": "first snapshot whose dev-suite removal rate >= DIFF-QUICKFIX's (dev split, other seeds)",
+        "matched_rule": "the smallest learning rate (of ft_lr_scales), then the first snapshot, whose dev-suite "
+        "removal rate >= DIFF-QUICKFIX's - match_tolerance (dev split, other seeds); never reached: the "
+        "full-length run closest on dev",
+        "match_tolerance": args.match_tolerance,
         "snapshot_fractions": list(SNAPSHOT_FRACTIONS),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
@@ -368,6 +463,10 @@ def plot(rows: list[dict], out: Path) -> None:
     for r in rows:
         cells.setdefault((r["use"], r["method"], r["setting"]), {})[r["group"]] = r
     uses = sorted({u for u, _, _ in cells})
+    # one colour per method and one marker per setting, the same in every panel (one legend serves all)
+    colours = {m: plt.get_cmap("tab10")(i) for i, m in enumerate(METHODS)}
+    markers = {"default": "o", "matched": "s"}
+    handles: dict[str, object] = {}
     fig, axes = plt.subplots(1, len(uses), figsize=(4 * len(uses), 3.6), squeeze=False)
     for ax, use in zip(axes[0], uses):
         for (u, method, setting), groups in sorted(cells.items()):
@@ -383,13 +482,16 @@ def plot(rows: list[dict], out: Path) -> None:
                 worst["rate"],
                 xerr=[[eff["rate"] - eff["lo"]], [eff["hi"] - eff["rate"]]],
                 yerr=[[worst["rate"] - worst["lo"]], [worst["hi"] - worst["rate"]]],
-                fmt="o" if setting == "default" else "s",
+                fmt=markers.get(setting, "^"),
+                color=colours.get(method, "black"),
                 capsize=2,
-                label=f"{method} ({setting})",
             )
+            handles.setdefault(method, plt.Line2D([], [], color=colours.get(method, "black"), marker="o", ls=""))
         ax.set(title=use, xlabel="efficacy (removed)", ylabel="worst specificity group (kept)", xlim=(-0.05, 1.05))
         ax.set_ylim(-0.05, 1.05)
-    axes[0][-1].legend(fontsize=6, loc="lower left")
+    for setting, marker in [*markers.items(), ("lr×k, full length", "^")]:
+        handles[setting] = plt.Line2D([], [], color="grey", marker=marker, ls="")
+    axes[0][-1].legend(handles.values(), handles.keys(), fontsize=6, loc="lower left")
     fig.tight_layout()
     with atomic_path(out / "efficacy_specificity.png") as tmp:
         fig.savefig(tmp, dpi=110, format="png")

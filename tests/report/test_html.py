@@ -157,6 +157,23 @@ def test_comparison_report_has_the_method_table_and_every_plot(comparison_run):
     assert len(pngs) == 2 and sorted(embedded_images(page)) == pngs
     assert "plots/tradeoff.png" in page and "model: builtin:shapes" in page
 
+    # newer comparisons say which fine-tuning run a row is (learning rate, steps, matched target reached)
+    csv_text = (comparison_run / "comparison.csv").read_text().splitlines()
+    extra = {"style,esd-x,default": ",1.0,1000,", "style,esd-x,matched": ",100.0,200,True"}  # others: empty
+    lines = [csv_text[0] + ",lr_scale,train_steps,reached"]
+    for line in csv_text[1:]:
+        lines.append(line + next((v for k, v in extra.items() if line.startswith(k)), ",,,"))
+    lines.append("object,ablate,matched,efficacy,0.4,0.2,0.6,20,90,1800,0.3,10.0,100,False")
+    (comparison_run / "comparison.csv").write_text("\n".join(lines) + "\n")
+    labels = [row[:3] for row in next(b for b in build_report(comparison_run).sections[0].blocks).rows]
+    assert labels == [
+        ["style", "quickfix", "default"],
+        ["style", "esd-x", "default: lr ×1, 1000 steps"],
+        ["style", "esd-x", "matched: lr ×100, 200 steps"],
+        ["colour", "uce", "default"],
+        ["object", "ablate", "matched: lr ×10, 100 steps, target not reached"],
+    ]
+
     (comparison_run / "comparison.csv").write_text("use,method,group,rate\nstyle,esd-x,efficacy,1\n")
     with pytest.raises(InvalidInputError, match="lacks the column"):
         build_report(comparison_run)

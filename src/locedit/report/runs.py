@@ -354,7 +354,16 @@ def comparison_report(folder: Path) -> Report:
         keyed.setdefault((r["use"], r["method"], r["setting"]), []).append(r)
 
     def first(rs: list[dict], column: str) -> str:
-        return next((r[column] for r in rs if r[column] not in ("", None)), "")
+        return next((r[column] for r in rs if r.get(column) not in ("", None)), "")
+
+    def setting_label(setting: str, rs: list[dict]) -> str:
+        """The setting, with the fine-tuning run behind it where the CSV says (lr_scale, train_steps,
+        reached: columns of newer comparisons), e.g. "matched: lr ×10, 200 steps"."""
+        lr, steps, reached = first(rs, "lr_scale"), first(rs, "train_steps"), first(rs, "reached")
+        parts = [f"lr ×{float(lr):g}"] if lr else []
+        parts += [f"{int(float(steps))} steps"] if steps else []
+        parts += ["target not reached"] if reached == "False" else []
+        return f"{setting}: {', '.join(parts)}" if parts else setting
 
     table_rows = []
     for (use, method, setting), rs in keyed.items():
@@ -365,7 +374,15 @@ def comparison_report(folder: Path) -> Report:
         ]
         seconds, speedup = first(rs, "edit_s"), first(rs, "speedup")
         table_rows.append(
-            [use, method, setting, *cells, _seconds(seconds), _speedup(speedup), _num(first(rs, "drift"), 3)]
+            [
+                use,
+                method,
+                setting_label(setting, rs),
+                *cells,
+                _seconds(seconds),
+                _speedup(speedup),
+                _num(first(rs, "drift"), 3),
+            ]
         )
     n_fixed = 3 + len(groups)
     table = Table(
