@@ -248,14 +248,12 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
     def judge_cell(
         method: str, setting: str, edit, report: EvalReport | None = None, reached="", name: str | None = None
     ) -> list[dict]:
-        """Judge `edit` on the test suite (or take the stored cell `name`, default `setting`), add its
-        rows, return them."""
+        """Judge `edit` on the test suite and store the cell `name` (default `setting`), or take the
+        stored cell; returns its rows."""
         cell = cell_file(method, name or setting)
         if cell.exists():
             stored = json.loads(cell.read_text())
-            found = [{**training_columns(method, stored.get("meta", {})), "reached": "", **r} for r in stored["rows"]]
-            rows.extend(found)
-            return found
+            return [{**training_columns(method, stored.get("meta", {})), "reached": "", **r} for r in stored["rows"]]
         leaked = overlap(test, edit.meta.get("fit_captions", ()))
         if leaked:
             raise SystemExit(f"{method}: test prompts {leaked[:3]} are fit captions; the suite must be held out")
@@ -266,7 +264,6 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
         null_drift = kid(features, b, report.images["null"][spec]) if "null" in report.images else None
         found = cell_rows(use, method, setting, report, edit.meta, drift, null_drift, reached)
         write_json(cell, {"rows": found, "meta": {k: v for k, v in edit.meta.items() if k != "stats"}})
-        rows.extend(found)
         rate = {r["group"]: r["rate"] for r in found}
         spec_rates = [rate[g] for g in SPECIFICITY_GROUPS if rate.get(g) is not None]
         print(
@@ -312,14 +309,13 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
             f"{time.perf_counter() - t0:.0f} s (incl. dev judging)",
             flush=True,
         )
-        if not first and not (log and log[-1]["steps"] == edit.meta["settings"]["steps"]):
+        if not first:
             on_snapshot(edit.meta["settings"]["steps"], edit)  # the final point is not a snapshot
         by_steps = [(e["steps"], round(e["dev_removal"], 2)) for e in log]
         print(f"  {method} lr x{lr_scale:g}: dev removal by steps {by_steps}", flush=True)
         record = {"lr_scale": lr_scale, "target": target, "threshold": threshold, "sweep": log, "reached": bool(first)}
         full = "default" if lr_scale == 1.0 else f"lr{lr_scale:g}"
         at_end = first.get("edit") is edit  # reached at the run's last step: the matched cell is the full run's
-        mark = len(rows)
         if lr_scale == 1.0 or not first or at_end:
             judge_cell(method, full, edit)  # the full-length run: the default, or the trade-off at this rate
             record["full_cell"] = full
@@ -327,24 +323,20 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
             judge_cell(method, "matched", first["edit"], reached=True, name=f"matched-lr{lr_scale:g}")
         if first:
             record["matched_cell"] = full if at_end else f"matched-lr{lr_scale:g}"
-        del rows[mark:]  # the caller reads every run's cells back
         write_json(record_file, record)
         return record
 
     for method in methods:
         if method == "quickfix":
-            judge_cell(method, "default", qf, qf_report)
+            rows.extend(judge_cell(method, "default", qf, qf_report))
             continue
         if method in ("uce", "locoedit"):  # closed forms: no step count to match efficacy with
-            judge_cell(method, "default", run_method(pipe, method, key, value, 1.0, None, None))
+            rows.extend(judge_cell(method, "default", run_method(pipe, method, key, value, 1.0, None, None)))
             continue
         if args.no_matched:
             stored = cell_file(method, "default").exists()
-            judge_cell(
-                method,
-                "default",
-                None if stored else run_method(pipe, method, key, value, args.steps_scale, None, None),
-            )
+            edit = None if stored else run_method(pipe, method, key, value, args.steps_scale, None, None)
+            rows.extend(judge_cell(method, "default", edit))
             continue
         # matched efficacy: the smallest learning rate, then the fewest steps, whose dev removal reaches the target
         records = []
@@ -354,10 +346,10 @@ def compare_use(use: str, methods: list[str], pipe, w, judge, features, args, ou
                 break
         for r in records:  # the full-length runs' cells
             if r.get("full_cell"):
-                judge_cell(method, r["full_cell"], None)
+                rows.extend(judge_cell(method, r["full_cell"], None))
         last = records[-1]
         if last["reached"] and last["matched_cell"] != last.get("full_cell"):
-            judge_cell(method, "matched", None, name=last["matched_cell"])
+            rows.extend(judge_cell(method, "matched", None, name=last["matched_cell"]))
             continue
         # matched at a run's full length, or never reached: the matched row repeats the full-length run
         # that came closest on dev (the last one when reached)
