@@ -101,7 +101,7 @@ def test_quickfix_on_the_accelerator_matches_float32_on_the_cpu(dtype, tmp_path)
     assert all(torch.equal(v, cpu_base[k]) for k, v in _text_state(cpu_pipe).items())
 
 
-def test_esd_trains_in_float32_on_a_half_precision_pipeline(load_on):
+def test_esd_trains_on_a_half_precision_pipeline(load_on):
     """ESD-x on a float16 pipeline on the accelerator: finite losses that go down on a fixed seed, an
     Edit in float16 that applies and reverts bitwise."""
     from locedit.edit.esd import esd
